@@ -1,0 +1,283 @@
+package bindserver
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/palisade/palisade/fastpath/channel"
+)
+
+// Handler is what the rest of fastpathd plugs into a binding: it learns when
+// a slow path binds and unbinds and receives its verdicts and events.
+type Handler interface {
+	Bound(s *channel.Session, r channel.Result)
+	HandleFrame(f channel.Frame) error
+	Unbound(reason error)
+}
+
+// Config configures a Server.
+type Config struct {
+	Self     channel.Identity
+	Secret   []byte
+	Endpoint string // as configured, for status
+
+	Keepalive        time.Duration // default 1s
+	DeadAfter        time.Duration // default 3s
+	HandshakeTimeout time.Duration // default 5s
+	UnboundWarnEvery time.Duration // default 10s, as the original's "DSVA not bound"
+	// DeepInspection lists the engines that live in the slow path and are
+	// offline while none is bound (default ips, wrs).
+	DeepInspection channel.Capabilities
+
+	Log     logrus.FieldLogger
+	Handler Handler
+}
+
+// Server accepts slow paths and keeps at most one bound.
+type Server struct {
+	cfg     Config
+	tracker *channel.Tracker
+
+	mu      sync.Mutex
+	claimed bool // an authenticated slow path holds (or is completing) the binding
+
+	sessionID atomic.Uint64
+}
+
+// New checks cfg and applies defaults.
+func New(cfg Config) (*Server, error) {
+	if len(cfg.Secret) == 0 {
+		return nil, errors.New("bindserver: no secret")
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = time.Second
+	}
+	if cfg.DeadAfter <= 0 {
+		cfg.DeadAfter = 3 * time.Second
+	}
+	if cfg.DeadAfter <= cfg.Keepalive {
+		return nil, fmt.Errorf("bindserver: dead-after %s must exceed keepalive %s", cfg.DeadAfter, cfg.Keepalive)
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 5 * time.Second
+	}
+	if cfg.UnboundWarnEvery <= 0 {
+		cfg.UnboundWarnEvery = 10 * time.Second
+	}
+	if cfg.DeepInspection == 0 {
+		cfg.DeepInspection = channel.CapIPS | channel.CapWRS
+	}
+	s := &Server{cfg: cfg, tracker: channel.NewTracker("fast path", cfg.Endpoint, cfg.Self, channel.StateListening)}
+	s.sessionID.Store(uint64(time.Now().UnixNano()))
+	return s, nil
+}
+
+// Serve accepts connections on ln until ctx ends, then closes the listener and
+// every connection (a bound slow path gets a GOODBYE) and returns.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		<-ctx.Done()
+		_ = ln.Close()
+	}()
+	wg.Add(1)
+	go func() { defer wg.Done(); s.warnWhileUnbound(ctx) }()
+
+	s.cfg.Log.WithFields(logrus.Fields{"bind_address": ln.Addr().String(), "version": s.cfg.Self.Version.String(),
+		"revision": s.cfg.Self.Revision}).Info("fast path listening for slow path")
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
+			}
+			s.cfg.Log.WithError(err).Warn("accept failed; retrying")
+			select {
+			case <-time.After(50 * time.Millisecond):
+			case <-ctx.Done():
+				return nil
+			}
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s.serveConn(ctx, c)
+		}()
+	}
+}
+
+func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
+	log := s.cfg.Log.WithField("peer", nc.RemoteAddr().String())
+	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
+	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	c := channel.NewConn(nc)
+	claimedHere := false
+	res, err := c.Accept(channel.AcceptConfig{
+		Self: s.cfg.Self, Secret: s.cfg.Secret, SessionID: s.sessionID.Add(1),
+		Keepalive: s.cfg.Keepalive, DeadAfter: s.cfg.DeadAfter,
+		Admit: func(peer channel.Identity) error {
+			if err := s.claim(); err != nil {
+				return err
+			}
+			claimedHere = true
+			return nil
+		},
+	})
+	stop()
+	if err != nil {
+		if claimedHere {
+			s.unclaim()
+		}
+		s.refuse(log, res, err)
+		_ = nc.Close()
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+
+	var sess *channel.Session
+	sess = channel.NewSession(c, channel.SessionConfig{
+		Role: channel.RoleFastPath, Keepalive: s.cfg.Keepalive, DeadAfter: s.cfg.DeadAfter,
+		Handle: s.handleFrame,
+	})
+	s.tracker.Bound(sess, res)
+	log.WithFields(logrus.Fields{
+		"appliance": res.Peer.ID, "slow_path_version": res.Peer.Version.String(),
+		"fast_path_version": s.cfg.Self.Version.String(), "revision": res.Peer.Revision,
+		"capabilities": res.Negotiated.String(), "session": res.SessionID,
+	}).Info("slow path bound")
+	if h := s.cfg.Handler; h != nil {
+		h.Bound(sess, res)
+	}
+	reason := sess.Run(ctx)
+	s.tracker.Unbound(sess, reason, channel.StateListening)
+	s.unclaim()
+	log.WithFields(logrus.Fields{"appliance": res.Peer.ID, "reason": errString(reason)}).Warn("slow path binding lost")
+	if h := s.cfg.Handler; h != nil {
+		h.Unbound(reason)
+	}
+}
+
+func (s *Server) handleFrame(f channel.Frame) error {
+	if h := s.cfg.Handler; h != nil {
+		return h.HandleFrame(f)
+	}
+	return nil
+}
+
+// AlreadyBoundError refuses a second slow path while one is bound.
+type AlreadyBoundError struct {
+	Peer  string
+	ID    string
+	Since time.Time
+}
+
+func (e *AlreadyBoundError) Error() string {
+	return fmt.Sprintf("already bound: slow path %q from %s holds this host's binding since %s; one slow path per host",
+		e.ID, e.Peer, e.Since.UTC().Format(time.RFC3339))
+}
+
+func (s *Server) claim() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.claimed {
+		e := &AlreadyBoundError{Peer: "(binding in progress)"}
+		if sess, res, since := s.tracker.Binding(); sess != nil {
+			e.Peer, e.ID, e.Since = sess.Conn().RemoteAddr().String(), res.Peer.ID, since
+		}
+		return e
+	}
+	s.claimed = true
+	return nil
+}
+
+func (s *Server) unclaim() {
+	s.mu.Lock()
+	s.claimed = false
+	s.mu.Unlock()
+}
+
+func (s *Server) refuse(log logrus.FieldLogger, res channel.Result, err error) {
+	var rej *channel.RejectedError
+	key := "error"
+	entry := log.WithField("reason", err.Error())
+	if res.Peer.Version != (channel.Version{}) {
+		entry = entry.WithFields(logrus.Fields{"slow_path_version": res.Peer.Version.String(),
+			"fast_path_version": s.cfg.Self.Version.String(), "revision": s.cfg.Self.Revision,
+			"slow_path_revision": res.Peer.Revision, "appliance": res.Peer.ID})
+	}
+	switch {
+	case errors.As(err, &rej) && rej.Local:
+		key = rej.Code.String()
+		entry.Warn("HELLO rejected: " + rej.Code.String())
+	case errors.As(err, &rej):
+		key = "refused by slow path: " + rej.Code.String()
+		entry.Warn("binding refused by slow path: " + rej.Code.String())
+	default:
+		if channel.IsProtocolError(err) {
+			key = "protocol error"
+		}
+		entry.Warn("closing connection: handshake failed")
+	}
+	s.tracker.Refused(key, err)
+}
+
+func (s *Server) warnWhileUnbound(ctx context.Context) {
+	t := time.NewTicker(s.cfg.UnboundWarnEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if since := s.tracker.UnboundSince(); !since.IsZero() {
+			s.cfg.Log.WithFields(logrus.Fields{
+				"engines_offline": s.cfg.DeepInspection.String(),
+				"unbound_for":     time.Since(since).Round(time.Second).String(),
+				"bind_address":    s.cfg.Endpoint,
+			}).Warn("slow path not bound: deep-inspection engines offline")
+		}
+	}
+}
+
+// Session is the bound session, or nil.
+func (s *Server) Session() *channel.Session { return s.tracker.Session() }
+
+// Status reports the binding for `fastpathd status`; the deep-inspection
+// engines the binding does not provide are reported offline.
+func (s *Server) Status() channel.BindingStatus {
+	st := s.tracker.Status()
+	offline := s.cfg.DeepInspection
+	if _, res, _ := s.tracker.Binding(); st.State == channel.StateBound {
+		offline &^= res.Negotiated
+	}
+	st.EnginesOff = offline.Names()
+	return st
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "none"
+	}
+	return err.Error()
+}

@@ -1,0 +1,286 @@
+package channel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Role is which end of the binding a session is.
+type Role uint8
+
+const (
+	RoleFastPath Role = 1
+	RoleSlowPath Role = 2
+)
+
+func (r Role) String() string {
+	if r == RoleFastPath {
+		return "fast path"
+	}
+	return "slow path"
+}
+
+// peerMay lists the frame types the peer may send once bound: anything else
+// is out of order and ends the session.
+func (r Role) peerMay(t FrameType) bool {
+	switch t {
+	case TypePing, TypePong, TypeEventBatch, TypeGoodbye:
+		return true
+	case TypeVerdictBatch:
+		return r == RoleFastPath // the slow path sends verdicts
+	case TypePuntBatch:
+		return r == RoleSlowPath // the fast path sends punts
+	}
+	return false
+}
+
+// ErrSessionClosed is returned by Send once the session has ended.
+var ErrSessionClosed = errors.New("session closed")
+
+// DeadPeerError means nothing arrived from the peer within the dead-peer bound.
+type DeadPeerError struct{ Silent time.Duration }
+
+func (e *DeadPeerError) Error() string {
+	return fmt.Sprintf("peer dead: nothing received for %s", e.Silent.Round(time.Millisecond))
+}
+
+// GoodbyeError is an orderly close announced by the peer.
+type GoodbyeError struct{ Reason Reject }
+
+func (e *GoodbyeError) Error() string {
+	return fmt.Sprintf("peer said goodbye: %s: %s", e.Reason.Code, e.Reason.Message)
+}
+
+// SessionConfig configures a bound session.
+type SessionConfig struct {
+	Role      Role
+	Keepalive time.Duration // how often to PING
+	DeadAfter time.Duration // silence after which the peer is declared dead
+	// Handle receives every PUNT_BATCH, VERDICT_BATCH and EVENT_BATCH frame on
+	// the reader goroutine. The payload is valid only during the call. A
+	// ProtocolError from Handle closes the session with that reason.
+	Handle func(Frame) error
+	// QueueDepth bounds frames waiting to be written (default 1024).
+	QueueDepth int
+}
+
+type outFrame struct {
+	t FrameType
+	p []byte
+}
+
+// Session is a bound connection: a reader that enforces the frame rules and
+// the dead-peer bound, a writer goroutine that coalesces queued frames into
+// few writes, and keepalives.
+type Session struct {
+	conn *Conn
+	cfg  SessionConfig
+	out  chan outFrame
+	done chan struct{}
+
+	closeOnce sync.Once
+	closeErr  error
+	mu        sync.Mutex
+
+	rttNanos   atomic.Int64
+	framesIn   atomic.Uint64
+	framesOut  atomic.Uint64
+	writeCalls atomic.Uint64
+	pingSent   atomic.Int64 // unix nanos of the outstanding ping
+}
+
+// NewSession starts nothing; Run does.
+func NewSession(c *Conn, cfg SessionConfig) *Session {
+	if cfg.QueueDepth <= 0 {
+		cfg.QueueDepth = 1024
+	}
+	if cfg.Keepalive <= 0 {
+		cfg.Keepalive = time.Second
+	}
+	if cfg.DeadAfter <= 0 {
+		cfg.DeadAfter = 3 * time.Second
+	}
+	return &Session{conn: c, cfg: cfg, out: make(chan outFrame, cfg.QueueDepth), done: make(chan struct{})}
+}
+
+// Send queues a frame. It never blocks on the network: a full queue is an
+// error the caller counts (a punt then falls back to the guest's fail policy).
+func (s *Session) Send(t FrameType, payload []byte) error {
+	select {
+	case <-s.done:
+		return ErrSessionClosed
+	default:
+	}
+	select {
+	case s.out <- outFrame{t, payload}:
+		return nil
+	case <-s.done:
+		return ErrSessionClosed
+	default:
+		return fmt.Errorf("send %s: queue of %d frames is full", t, cap(s.out))
+	}
+}
+
+// Done is closed when the session has ended.
+func (s *Session) Done() <-chan struct{} { return s.done }
+
+// Err is why the session ended (nil while it runs).
+func (s *Session) Err() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closeErr
+}
+
+// RTT is the last keepalive round-trip time.
+func (s *Session) RTT() time.Duration { return time.Duration(s.rttNanos.Load()) }
+
+// Counters reports frames read and written, and how many write system calls
+// carried them (frames per write shows the batching).
+func (s *Session) Counters() (in, out, writes uint64) {
+	return s.framesIn.Load(), s.framesOut.Load(), s.writeCalls.Load()
+}
+
+// Close ends the session with reason; the first reason wins.
+func (s *Session) Close(reason error) {
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closeErr = reason
+		s.mu.Unlock()
+		close(s.done)
+		_ = s.conn.Close()
+	})
+}
+
+// Run serves the session until the peer goes away, breaks the protocol, falls
+// silent, or ctx ends (then a GOODBYE is sent). It returns why it ended.
+func (s *Session) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); s.readLoop() }()
+	go func() { defer wg.Done(); s.writeLoop(ctx) }()
+	wg.Wait()
+	return s.Err()
+}
+
+// Conn is the underlying connection (addresses, for status and logs).
+func (s *Session) Conn() *Conn { return s.conn }
+
+func (s *Session) readLoop() {
+	for {
+		_ = s.conn.SetReadDeadline(time.Now().Add(s.cfg.DeadAfter))
+		f, err := s.conn.R.ReadFrame()
+		if err != nil {
+			var ne interface{ Timeout() bool }
+			switch {
+			case errors.As(err, &ne) && ne.Timeout():
+				err = &DeadPeerError{Silent: s.cfg.DeadAfter}
+			case errors.Is(err, io.EOF):
+				err = errors.New("peer closed the connection")
+			}
+			s.Close(err)
+			return
+		}
+		s.framesIn.Add(1)
+		if !s.cfg.Role.peerMay(f.Type) {
+			s.Close(protoErr("out-of-order frame: %s after binding", f.Type))
+			return
+		}
+		switch f.Type {
+		case TypePing:
+			ping, err := UnmarshalPing(f.Payload)
+			if err != nil {
+				s.Close(err)
+				return
+			}
+			pong, _ := ping.Marshal()
+			if err := s.Send(TypePong, pong); err != nil && !errors.Is(err, ErrSessionClosed) {
+				s.Close(fmt.Errorf("answer keepalive: %w", err))
+				return
+			}
+		case TypePong:
+			pong, err := UnmarshalPing(f.Payload)
+			if err != nil {
+				s.Close(err)
+				return
+			}
+			if sent := s.pingSent.Load(); sent != 0 && uint64(sent) == pong.Token {
+				s.rttNanos.Store(time.Now().UnixNano() - sent)
+			}
+		case TypeGoodbye:
+			bye, err := UnmarshalReject(f.Payload)
+			if err != nil {
+				s.Close(err)
+				return
+			}
+			s.Close(&GoodbyeError{Reason: bye})
+			return
+		default:
+			if s.cfg.Handle == nil {
+				continue
+			}
+			if err := s.cfg.Handle(f); err != nil {
+				s.Close(err)
+				return
+			}
+		}
+	}
+}
+
+// writeLoop owns the Writer. It drains whatever is queued into one buffer and
+// flushes once, so a burst of frames costs one write system call.
+func (s *Session) writeLoop(ctx context.Context) {
+	ping := time.NewTicker(s.cfg.Keepalive)
+	defer ping.Stop()
+	w := s.conn.W
+	for {
+		var err error
+		select {
+		case <-s.done:
+			return
+		case <-ctx.Done():
+			_ = s.conn.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+			if p, merr := (Reject{Code: RejectShuttingDown, Message: "shutting down"}).Marshal(); merr == nil {
+				if w.WriteFrame(TypeGoodbye, p) == nil {
+					_ = w.Flush()
+				}
+			}
+			s.Close(fmt.Errorf("local shutdown: %w", ctx.Err()))
+			return
+		case <-ping.C:
+			now := time.Now().UnixNano()
+			s.pingSent.Store(now)
+			p, _ := Ping{Token: uint64(now)}.Marshal()
+			err = s.write(TypePing, p)
+		case f := <-s.out:
+			err = s.write(f.t, f.p)
+		drain:
+			for err == nil && w.Buffered() < 256<<10 {
+				select {
+				case f := <-s.out:
+					err = s.write(f.t, f.p)
+				default:
+					break drain
+				}
+			}
+		}
+		if err == nil {
+			_ = s.conn.SetWriteDeadline(time.Now().Add(s.cfg.DeadAfter))
+			err = w.Flush()
+			s.writeCalls.Add(1)
+		}
+		if err != nil {
+			s.Close(fmt.Errorf("write to peer: %w", err))
+			return
+		}
+	}
+}
+
+func (s *Session) write(t FrameType, p []byte) error {
+	s.framesOut.Add(1)
+	return s.conn.W.WriteFrame(t, p)
+}

@@ -1,0 +1,146 @@
+package lab
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Process is a program running inside a lab namespace, with its combined
+// output captured for assertions.
+type Process struct {
+	Name string
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+	err  error
+}
+
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	tee io.Writer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.tee != nil {
+		_, _ = b.tee.Write(p)
+	}
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Start runs bin with args inside ns (through `ip netns exec`, which execs
+// the program itself, so the Process's pid is the program's). Output is
+// captured and also copied to tee if it is not nil. The lab stops the process
+// on Close; it is also killed if the process that started it dies.
+func (l *Lab) Start(ns *Namespace, name string, tee io.Writer, bin string, args ...string) (*Process, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, bin}, args...)...)
+	out := &lockedBuffer{tee: tee}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("lab: start %s in %s: %w", name, ns.Name, err)
+	}
+	p := &Process{Name: name, cmd: cmd, out: out, done: make(chan struct{})}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		_ = p.Kill()
+		return nil, errors.New("lab: closed")
+	}
+	l.procs = append(l.procs, p)
+	return p, nil
+}
+
+// PID is the process id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Output is everything the process wrote so far.
+func (p *Process) Output() string { return p.out.String() }
+
+// Done is closed when the process has exited.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// ExitErr is the exit status once Done is closed.
+func (p *Process) ExitErr() error {
+	<-p.done
+	return p.err
+}
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
+// Kill sends SIGKILL and waits for the exit.
+func (p *Process) Kill() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGCONT) // a stopped process cannot die until continued
+	_ = p.cmd.Process.Kill()
+	<-p.done
+	return nil
+}
+
+// Stop asks the process to terminate (SIGTERM) and kills it if it has not
+// exited within 5 s. A process that needed killing is reported as an error:
+// every Palisade daemon must shut down cleanly on SIGTERM.
+func (p *Process) Stop() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGCONT)
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+		return nil
+	case <-time.After(5 * time.Second):
+		_ = p.Kill()
+		return fmt.Errorf("lab: %s (pid %d) ignored SIGTERM for 5s and was killed", p.Name, p.PID())
+	}
+}
+
+// WaitOutput waits until the output contains substr, the process exits, or
+// ctx ends.
+func (p *Process) WaitOutput(ctx context.Context, substr string) error {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if strings.Contains(p.Output(), substr) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %q not in output after waiting: %w\n--- output ---\n%s", p.Name, substr, ctx.Err(), p.Output())
+		case <-p.done:
+			if strings.Contains(p.Output(), substr) {
+				return nil
+			}
+			return fmt.Errorf("%s exited (%v) before printing %q\n--- output ---\n%s", p.Name, p.err, substr, p.Output())
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,115 @@
+// Command slowpathd is Palisade's appliance daemon: it binds to the host's
+// fast path over the link-local channel and runs the deep-inspection engines.
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/palisade/palisade/fastpath/channel"
+	"github.com/palisade/palisade/fastpath/daemon"
+	"github.com/palisade/palisade/fastpath/localapi"
+	"github.com/palisade/palisade/slowpath/bindclient"
+)
+
+const defaultControlSocket = "/run/palisade/slowpathd.sock"
+
+// Capabilities this build of the slow path offers a fast path.
+const capabilities = channel.CapEvents
+
+type options struct {
+	connect          string
+	source           string
+	allowNonLinkLoc  bool
+	secretFile       string
+	applianceID      string
+	controlSocket    string
+	keepalive        time.Duration
+	deadAfter        time.Duration
+	handshakeTimeout time.Duration
+	backoffMax       time.Duration
+	log              daemon.LogFlags
+}
+
+func main() {
+	var o options
+	root := daemon.RootCommand("slowpathd", "Palisade slow path: appliance daemon for deep inspection")
+	host, _ := os.Hostname()
+	f := root.Flags()
+	f.StringVar(&o.connect, "connect", channel.DefaultBindAddress, "fast path to bind to: IP:PORT (link-local) or vsock://CID:PORT (host is CID 2)")
+	f.StringVar(&o.source, "source", "", "connect from this local link-local address (default: chosen by the kernel)")
+	f.BoolVar(&o.allowNonLinkLoc, "allow-non-link-local", false, "allow a TCP fast-path address outside 169.254.0.0/16")
+	f.StringVar(&o.secretFile, "secret-file", "/etc/palisade/binding.secret", "per-host binding secret (mode 0600), re-read before every attempt")
+	f.StringVar(&o.applianceID, "appliance-id", host, "this appliance's name in the handshake and logs")
+	f.DurationVar(&o.keepalive, "keepalive", time.Second, "keepalive interval")
+	f.DurationVar(&o.deadAfter, "dead-after", 3*time.Second, "declare the fast path dead after this much silence")
+	f.DurationVar(&o.handshakeTimeout, "handshake-timeout", 5*time.Second, "time allowed for a connection and handshake")
+	f.DurationVar(&o.backoffMax, "backoff-max", 5*time.Second, "longest wait between reconnection attempts")
+	o.log.Register(f)
+	root.PersistentFlags().StringVar(&o.controlSocket, "control-socket", defaultControlSocket, "local control socket")
+	root.RunE = func(cmd *cobra.Command, _ []string) error { return run(o) }
+	root.AddCommand(daemon.StatusCommand(&o.controlSocket))
+	daemon.Main(root)
+}
+
+func run(o options) error {
+	log, err := o.log.Logger("slowpathd")
+	if err != nil {
+		return err
+	}
+	ep, err := channel.ParseEndpoint(o.connect)
+	if err != nil {
+		return fmt.Errorf("--connect: %w", err)
+	}
+	if !o.allowNonLinkLoc {
+		if err := ep.CheckLinkLocal(); err != nil {
+			return err
+		}
+	}
+	var source netip.Addr
+	if o.source != "" {
+		if source, err = netip.ParseAddr(o.source); err != nil {
+			return fmt.Errorf("--source: %w", err)
+		}
+	}
+	// Fail fast on a missing or unreadable secret; later attempts re-read it.
+	if _, err := channel.ReadSecretFile(o.secretFile); err != nil {
+		return err
+	}
+	client, err := bindclient.New(bindclient.Config{
+		Self:     channel.Identity{Version: channel.Current(), Revision: channel.ProtocolRevision, Capabilities: capabilities, ID: o.applianceID},
+		Endpoint: ep.String(),
+		Dial:     func(ctx context.Context) (net.Conn, error) { return ep.Dial(ctx, source) },
+		Secret:   func() ([]byte, error) { return channel.ReadSecretFile(o.secretFile) },
+		Keepalive: o.keepalive, DeadAfter: o.deadAfter, HandshakeTimeout: o.handshakeTimeout,
+		BackoffMax: o.backoffMax,
+		Log:        log,
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := daemon.SignalContext()
+	defer stop()
+	log.WithFields(logrus.Fields{"version": channel.Current().String(), "revision": channel.ProtocolRevision,
+		"fast_path": ep.String(), "control_socket": o.controlSocket}).Info("slowpathd starting")
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
+		localapi.WriteJSON(w, http.StatusOK, client.Status())
+	})
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return client.Run(gctx) })
+	g.Go(func() error { return localapi.Serve(gctx, o.controlSocket, mux) })
+	err = g.Wait()
+	log.Info("slowpathd stopped")
+	return err
+}
