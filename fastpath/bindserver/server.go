@@ -28,9 +28,7 @@ type Config struct {
 	Secret   []byte
 	Endpoint string // as configured, for status
 
-	Keepalive        time.Duration // default 1s
-	DeadAfter        time.Duration // default 3s
-	HandshakeTimeout time.Duration // default 5s
+	channel.Timing
 	UnboundWarnEvery time.Duration // default 10s, as the original's "DSVA not bound"
 	// DeepInspection lists the engines that live in the slow path and are
 	// offline while none is bound (default ips, wrs).
@@ -59,17 +57,9 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
-	if cfg.Keepalive <= 0 {
-		cfg.Keepalive = time.Second
-	}
-	if cfg.DeadAfter <= 0 {
-		cfg.DeadAfter = 3 * time.Second
-	}
-	if cfg.DeadAfter <= cfg.Keepalive {
-		return nil, fmt.Errorf("bindserver: dead-after %s must exceed keepalive %s", cfg.DeadAfter, cfg.Keepalive)
-	}
-	if cfg.HandshakeTimeout <= 0 {
-		cfg.HandshakeTimeout = 5 * time.Second
+	var err error
+	if cfg.Timing, err = cfg.Timing.WithDefaults(); err != nil {
+		return nil, fmt.Errorf("bindserver: %w", err)
 	}
 	if cfg.UnboundWarnEvery <= 0 {
 		cfg.UnboundWarnEvery = 10 * time.Second
@@ -180,6 +170,16 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 func (s *Server) handleFrame(f channel.Frame) error {
 	if h := s.cfg.Handler; h != nil {
 		return h.HandleFrame(f)
+	}
+	// Nothing consumes verdicts or events yet; they are still decoded so a
+	// malformed batch ends the session exactly as it will with a handler.
+	switch f.Type {
+	case channel.TypeVerdictBatch:
+		_, err := channel.DecodeVerdictBatch(f.Payload, nil)
+		return err
+	case channel.TypeEventBatch:
+		_, err := channel.DecodeEventBatch(f.Payload, nil)
+		return err
 	}
 	return nil
 }

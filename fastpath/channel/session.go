@@ -100,10 +100,10 @@ func NewSession(c *Conn, cfg SessionConfig) *Session {
 		cfg.QueueDepth = 1024
 	}
 	if cfg.Keepalive <= 0 {
-		cfg.Keepalive = time.Second
+		cfg.Keepalive = DefaultKeepalive
 	}
 	if cfg.DeadAfter <= 0 {
-		cfg.DeadAfter = 3 * time.Second
+		cfg.DeadAfter = DefaultDeadAfter
 	}
 	return &Session{conn: c, cfg: cfg, out: make(chan outFrame, cfg.QueueDepth), done: make(chan struct{})}
 }

@@ -30,6 +30,37 @@ func (l *LogFlags) Register(fs *pflag.FlagSet) {
 	fs.StringVar(&l.Format, "log-format", "text", "log format: text or json")
 }
 
+// BindingFlags are the binding options both daemons take.
+type BindingFlags struct {
+	SecretFile        string
+	AllowNonLinkLocal bool
+	Timing            channel.Timing
+}
+
+// Register adds the binding flags to fs; peer names the other side in help.
+func (b *BindingFlags) Register(fs *pflag.FlagSet, peer string) {
+	fs.StringVar(&b.SecretFile, "secret-file", "/etc/palisade/binding.secret", "per-host binding secret (mode 0600)")
+	fs.BoolVar(&b.AllowNonLinkLocal, "allow-non-link-local", false, "allow a TCP binding address outside 169.254.0.0/16")
+	fs.DurationVar(&b.Timing.Keepalive, "keepalive", channel.DefaultKeepalive, "keepalive interval")
+	fs.DurationVar(&b.Timing.DeadAfter, "dead-after", channel.DefaultDeadAfter, "declare the "+peer+" dead after this much silence")
+	fs.DurationVar(&b.Timing.HandshakeTimeout, "handshake-timeout", channel.DefaultHandshakeTimeout, "time allowed to connect and handshake")
+}
+
+// Endpoint parses a binding endpoint flag and enforces link-local TCP
+// addresses unless --allow-non-link-local was given.
+func (b *BindingFlags) Endpoint(flag, value string) (channel.Endpoint, error) {
+	ep, err := channel.ParseEndpoint(value)
+	if err != nil {
+		return ep, fmt.Errorf("--%s: %w", flag, err)
+	}
+	if !b.AllowNonLinkLocal {
+		if err := ep.CheckLinkLocal(); err != nil {
+			return ep, err
+		}
+	}
+	return ep, nil
+}
+
 // Logger builds the daemon's logger, tagged with its name and version.
 func (l *LogFlags) Logger(binary string) (*logrus.Entry, error) {
 	log := logrus.New()

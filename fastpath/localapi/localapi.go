@@ -14,10 +14,16 @@ import (
 	"time"
 )
 
+// maxSocketPath is sun_path's size minus the terminating NUL.
+const maxSocketPath = 107
+
 // Serve listens on the unix socket at path (mode 0600, parent 0700) and serves
 // h until ctx ends; then it shuts down and removes the socket. A stale socket
 // left by a crashed daemon is replaced; a live one is an error.
 func Serve(ctx context.Context, path string, h http.Handler) error {
+	if len(path) > maxSocketPath {
+		return fmt.Errorf("control socket %s: path is %d bytes, unix sockets allow %d", path, len(path), maxSocketPath)
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return fmt.Errorf("control socket %s: %w", path, err)
 	}

@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -188,6 +189,16 @@ func (n *Namespace) Dial(d *net.Dialer, network, addr string) (net.Conn, error) 
 	var c net.Conn
 	err := n.Do(func() (err error) {
 		c, err = d.Dial(network, addr)
+		return err
+	})
+	return c, err
+}
+
+// DialContext connects from inside the namespace, honouring ctx.
+func (n *Namespace) DialContext(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() (err error) {
+		c, err = d.DialContext(ctx, network, addr)
 		return err
 	})
 	return c, err

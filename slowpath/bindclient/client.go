@@ -31,11 +31,9 @@ type Config struct {
 	// heals the binding without a restart.
 	Secret func() ([]byte, error)
 
-	Keepalive        time.Duration // default 1s
-	DeadAfter        time.Duration // default 3s
-	HandshakeTimeout time.Duration // default 5s
-	BackoffMin       time.Duration // default 100ms
-	BackoffMax       time.Duration // default 5s
+	channel.Timing
+	BackoffMin time.Duration // default 100ms
+	BackoffMax time.Duration // default 5s
 
 	Log     logrus.FieldLogger
 	Handler Handler
@@ -55,17 +53,9 @@ func New(cfg Config) (*Client, error) {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
-	if cfg.Keepalive <= 0 {
-		cfg.Keepalive = time.Second
-	}
-	if cfg.DeadAfter <= 0 {
-		cfg.DeadAfter = 3 * time.Second
-	}
-	if cfg.DeadAfter <= cfg.Keepalive {
-		return nil, fmt.Errorf("bindclient: dead-after %s must exceed keepalive %s", cfg.DeadAfter, cfg.Keepalive)
-	}
-	if cfg.HandshakeTimeout <= 0 {
-		cfg.HandshakeTimeout = 5 * time.Second
+	var err error
+	if cfg.Timing, err = cfg.Timing.WithDefaults(); err != nil {
+		return nil, fmt.Errorf("bindclient: %w", err)
 	}
 	if cfg.BackoffMin <= 0 {
 		cfg.BackoffMin = 100 * time.Millisecond

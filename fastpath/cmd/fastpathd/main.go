@@ -26,14 +26,10 @@ const capabilities = channel.CapEvents
 
 type options struct {
 	listen           string
-	allowNonLinkLoc  bool
-	secretFile       string
 	hostID           string
 	controlSocket    string
-	keepalive        time.Duration
-	deadAfter        time.Duration
-	handshakeTimeout time.Duration
 	unboundWarnEvery time.Duration
+	binding          daemon.BindingFlags
 	log              daemon.LogFlags
 }
 
@@ -43,12 +39,8 @@ func main() {
 	host, _ := os.Hostname()
 	f := root.Flags()
 	f.StringVar(&o.listen, "listen", channel.DefaultBindAddress, "bind address: IP:PORT (link-local) or vsock://:PORT")
-	f.BoolVar(&o.allowNonLinkLoc, "allow-non-link-local", false, "allow a TCP bind address outside 169.254.0.0/16")
-	f.StringVar(&o.secretFile, "secret-file", "/etc/palisade/binding.secret", "per-host binding secret (mode 0600)")
 	f.StringVar(&o.hostID, "host-id", host, "this host's name in the handshake and logs")
-	f.DurationVar(&o.keepalive, "keepalive", time.Second, "keepalive interval")
-	f.DurationVar(&o.deadAfter, "dead-after", 3*time.Second, "declare the slow path dead after this much silence")
-	f.DurationVar(&o.handshakeTimeout, "handshake-timeout", 5*time.Second, "time allowed for a handshake")
+	o.binding.Register(f, "slow path")
 	f.DurationVar(&o.unboundWarnEvery, "unbound-warn-every", 10*time.Second, "how often to warn while no slow path is bound")
 	o.log.Register(f)
 	root.PersistentFlags().StringVar(&o.controlSocket, "control-socket", defaultControlSocket, "local control socket")
@@ -62,24 +54,18 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	ep, err := channel.ParseEndpoint(o.listen)
+	ep, err := o.binding.Endpoint("listen", o.listen)
 	if err != nil {
-		return fmt.Errorf("--listen: %w", err)
+		return err
 	}
-	if !o.allowNonLinkLoc {
-		if err := ep.CheckLinkLocal(); err != nil {
-			return err
-		}
-	}
-	secret, err := channel.ReadSecretFile(o.secretFile)
+	secret, err := channel.ReadSecretFile(o.binding.SecretFile)
 	if err != nil {
 		return err
 	}
 	srv, err := bindserver.New(bindserver.Config{
 		Self:     channel.Identity{Version: channel.Current(), Revision: channel.ProtocolRevision, Capabilities: capabilities, ID: o.hostID},
 		Secret:   secret,
-		Endpoint: ep.String(), Keepalive: o.keepalive, DeadAfter: o.deadAfter,
-		HandshakeTimeout: o.handshakeTimeout, UnboundWarnEvery: o.unboundWarnEvery,
+		Endpoint: ep.String(), Timing: o.binding.Timing, UnboundWarnEvery: o.unboundWarnEvery,
 		Log: log,
 	})
 	if err != nil {

@@ -27,17 +27,13 @@ const defaultControlSocket = "/run/palisade/slowpathd.sock"
 const capabilities = channel.CapEvents
 
 type options struct {
-	connect          string
-	source           string
-	allowNonLinkLoc  bool
-	secretFile       string
-	applianceID      string
-	controlSocket    string
-	keepalive        time.Duration
-	deadAfter        time.Duration
-	handshakeTimeout time.Duration
-	backoffMax       time.Duration
-	log              daemon.LogFlags
+	connect       string
+	source        string
+	applianceID   string
+	controlSocket string
+	backoffMax    time.Duration
+	binding       daemon.BindingFlags
+	log           daemon.LogFlags
 }
 
 func main() {
@@ -47,12 +43,8 @@ func main() {
 	f := root.Flags()
 	f.StringVar(&o.connect, "connect", channel.DefaultBindAddress, "fast path to bind to: IP:PORT (link-local) or vsock://CID:PORT (host is CID 2)")
 	f.StringVar(&o.source, "source", "", "connect from this local link-local address (default: chosen by the kernel)")
-	f.BoolVar(&o.allowNonLinkLoc, "allow-non-link-local", false, "allow a TCP fast-path address outside 169.254.0.0/16")
-	f.StringVar(&o.secretFile, "secret-file", "/etc/palisade/binding.secret", "per-host binding secret (mode 0600), re-read before every attempt")
 	f.StringVar(&o.applianceID, "appliance-id", host, "this appliance's name in the handshake and logs")
-	f.DurationVar(&o.keepalive, "keepalive", time.Second, "keepalive interval")
-	f.DurationVar(&o.deadAfter, "dead-after", 3*time.Second, "declare the fast path dead after this much silence")
-	f.DurationVar(&o.handshakeTimeout, "handshake-timeout", 5*time.Second, "time allowed for a connection and handshake")
+	o.binding.Register(f, "fast path")
 	f.DurationVar(&o.backoffMax, "backoff-max", 5*time.Second, "longest wait between reconnection attempts")
 	o.log.Register(f)
 	root.PersistentFlags().StringVar(&o.controlSocket, "control-socket", defaultControlSocket, "local control socket")
@@ -66,14 +58,9 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	ep, err := channel.ParseEndpoint(o.connect)
+	ep, err := o.binding.Endpoint("connect", o.connect)
 	if err != nil {
-		return fmt.Errorf("--connect: %w", err)
-	}
-	if !o.allowNonLinkLoc {
-		if err := ep.CheckLinkLocal(); err != nil {
-			return err
-		}
+		return err
 	}
 	var source netip.Addr
 	if o.source != "" {
@@ -82,17 +69,16 @@ func run(o options) error {
 		}
 	}
 	// Fail fast on a missing or unreadable secret; later attempts re-read it.
-	if _, err := channel.ReadSecretFile(o.secretFile); err != nil {
+	if _, err := channel.ReadSecretFile(o.binding.SecretFile); err != nil {
 		return err
 	}
 	client, err := bindclient.New(bindclient.Config{
 		Self:     channel.Identity{Version: channel.Current(), Revision: channel.ProtocolRevision, Capabilities: capabilities, ID: o.applianceID},
 		Endpoint: ep.String(),
 		Dial:     func(ctx context.Context) (net.Conn, error) { return ep.Dial(ctx, source) },
-		Secret:   func() ([]byte, error) { return channel.ReadSecretFile(o.secretFile) },
-		Keepalive: o.keepalive, DeadAfter: o.deadAfter, HandshakeTimeout: o.handshakeTimeout,
-		BackoffMax: o.backoffMax,
-		Log:        log,
+		Secret:   func() ([]byte, error) { return channel.ReadSecretFile(o.binding.SecretFile) },
+		Timing:   o.binding.Timing, BackoffMax: o.backoffMax,
+		Log: log,
 	})
 	if err != nil {
 		return err
