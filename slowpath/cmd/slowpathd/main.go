@@ -50,6 +50,7 @@ func main() {
 	root.PersistentFlags().StringVar(&o.controlSocket, "control-socket", defaultControlSocket, "local control socket")
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return run(o) }
 	root.AddCommand(daemon.StatusCommand(&o.controlSocket))
+	root.AddCommand(inspectCommand())
 	daemon.Main(root)
 }
 

@@ -35,7 +35,8 @@ type Key struct {
 	Hi    netip.AddrPort
 }
 
-func keyOf(guest uint32, p *packet.Packet) Key {
+// KeyOf is the direction-independent key of a packet's flow.
+func KeyOf(guest uint32, p *packet.Packet) Key {
 	a := netip.AddrPortFrom(p.Src, p.SrcPort)
 	b := netip.AddrPortFrom(p.Dst, p.DstPort)
 	if p.Proto == packet.ProtoICMP || p.Proto == packet.ProtoICMPv6 || !p.HasPorts() {
@@ -175,7 +176,7 @@ func NewTable[S any]() *Table[S] {
 // Get finds or creates the flow of p and says which side sent it. fastID,
 // when not zero, is remembered so End can find the flow by it.
 func (t *Table[S]) Get(guest uint32, fastID uint64, p *packet.Packet, now time.Time) (*Flow[S], Side) {
-	k := keyOf(guest, p)
+	k := KeyOf(guest, p)
 	h := k.hash()
 	sh := &t.shards[h%shardCount]
 	sh.mu.Lock()

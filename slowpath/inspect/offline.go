@@ -1,0 +1,235 @@
+package inspect
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/gopacket/gopacket"
+	"github.com/gopacket/gopacket/layers"
+	"github.com/gopacket/gopacket/pcapgo"
+
+	"github.com/palisade/palisade/fastpath/channel"
+	"github.com/palisade/palisade/slowpath/engine"
+	"github.com/palisade/palisade/slowpath/eve"
+	"github.com/palisade/palisade/slowpath/inspect/flow"
+	"github.com/palisade/palisade/slowpath/inspect/packet"
+)
+
+// Mode is how verdicts are applied.
+type Mode uint8
+
+const (
+	// IDS inspects a copy (as Suricata reading a capture): drop and
+	// reject rules only alert, with action "allowed".
+	IDS Mode = iota
+	// IPS applies verdicts as inline: blocked flows' later packets are
+	// dropped uninspected.
+	IPS
+)
+
+// ParseMode reads "ids" or "ips".
+func ParseMode(s string) (Mode, error) {
+	switch s {
+	case "ids":
+		return IDS, nil
+	case "ips":
+		return IPS, nil
+	}
+	return 0, fmt.Errorf("mode %q is not ids or ips", s)
+}
+
+// Summary counts what a run did.
+type Summary struct {
+	Packets     uint64 // read from the capture
+	Inspected   uint64 // given to the engines
+	Alerts      uint64
+	Dropped     uint64 // given a drop or reject verdict, or dropped as part of a blocked flow
+	FlowDropped uint64 // of Dropped: later packets of blocked flows, not inspected
+	Offloaded   uint64 // later packets of offloaded flows, not inspected
+}
+
+// CorruptError says where a capture stops being readable.
+type CorruptError struct {
+	Path   string
+	Offset int64
+	Packet uint64 // the number the unreadable packet would have had
+	Err    error
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("capture %s: truncated or corrupt at byte offset %d (packet %d): %v", e.Path, e.Offset, e.Packet, e.Err)
+}
+
+func (e *CorruptError) Unwrap() error { return e.Err }
+
+// counting stamps records with the current packet number and counts them.
+type counting struct {
+	sink  eve.Sink
+	n     uint64
+	count uint64
+}
+
+func (c *counting) Emit(r *eve.Record) {
+	r.PcapCnt = c.n
+	c.count++
+	c.sink.Emit(r)
+}
+
+// packetSource is what both pcapgo readers offer.
+type packetSource interface {
+	ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
+}
+
+// Run inspects the capture at path with e, sending alerts to sink. It stops
+// at the first unreadable record with a *CorruptError, after every packet
+// before it was inspected.
+func Run(path string, e engine.Engine, sink eve.Sink, mode Mode) (Summary, error) {
+	var sum Summary
+	f, err := os.Open(path)
+	if err != nil {
+		return sum, err
+	}
+	defer f.Close()
+	br := bufio.NewReaderSize(f, 1<<20)
+	magic, err := br.Peek(4)
+	if err != nil {
+		return sum, &CorruptError{Path: path, Offset: 0, Packet: 1, Err: fmt.Errorf("no capture header: %w", err)}
+	}
+	ng := binary.LittleEndian.Uint32(magic) == 0x0a0d0d0a
+	var src packetSource
+	var link engine.LinkType
+	if ng {
+		r, err := pcapgo.NewNgReader(br, pcapgo.NgReaderOptions{})
+		if err != nil {
+			return sum, &CorruptError{Path: path, Offset: 0, Packet: 1, Err: err}
+		}
+		if link, err = linkType(r.LinkType()); err != nil {
+			return sum, fmt.Errorf("capture %s: %w", path, err)
+		}
+		src = r
+	} else {
+		r, err := pcapgo.NewReader(br)
+		if err != nil {
+			return sum, &CorruptError{Path: path, Offset: 0, Packet: 1, Err: err}
+		}
+		if link, err = linkType(r.LinkType()); err != nil {
+			return sum, fmt.Errorf("capture %s: %w", path, err)
+		}
+		src = r
+	}
+	stamp := &counting{sink: sink}
+	decided := map[flow.Key]channel.FlowDecision{}
+	offset := int64(24) // classic pcap: header, then 16 bytes and the data per record
+	for {
+		data, ci, err := src.ReadPacketData()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			ce := &CorruptError{Path: path, Offset: offset, Packet: sum.Packets + 1, Err: err}
+			if ng {
+				ce.Offset = ngBlockOffset(path, sum.Packets)
+			}
+			sum.Alerts = stamp.count
+			return sum, ce
+		}
+		offset += 16 + int64(len(data))
+		sum.Packets++
+		var pk packet.Packet
+		var key flow.Key
+		keyed := packet.Decode(data, link == engine.LinkEthernet, &pk) == nil
+		if keyed {
+			key = flow.KeyOf(0, &pk)
+			switch decided[key] {
+			case channel.FlowBlock:
+				sum.Dropped++
+				sum.FlowDropped++
+				continue
+			case channel.FlowOffload:
+				sum.Offloaded++
+				continue
+			}
+		}
+		stamp.n = sum.Packets
+		sum.Inspected++
+		v := e.Inspect(&engine.Packet{PacketID: sum.Packets, Tap: mode == IDS, Time: ci.Timestamp, Link: link, Data: data,
+			Direction: channel.FromGuest})
+		if v.Action == channel.ActionDrop || v.Action == channel.ActionReject {
+			sum.Dropped++
+		}
+		if keyed && (v.Flow == channel.FlowOffload || v.Flow == channel.FlowBlock && mode == IPS) {
+			decided[key] = v.Flow
+		}
+	}
+	sum.Alerts = stamp.count
+	return sum, nil
+}
+
+func linkType(t layers.LinkType) (engine.LinkType, error) {
+	switch t {
+	case layers.LinkTypeEthernet:
+		return engine.LinkEthernet, nil
+	case layers.LinkTypeRaw, 12, 14, layers.LinkTypeIPv4, layers.LinkTypeIPv6:
+		// 101 is LINKTYPE_RAW; 12 and 14 are DLT_RAW as BSDs number it.
+		return engine.LinkRaw, nil
+	}
+	return 0, fmt.Errorf("link type %d is not Ethernet or raw IP", t)
+}
+
+// ngBlockOffset finds the byte offset of the pcapng block holding packet
+// number n+1 (n packets were read), or of the first block that is cut
+// short or malformed, by walking the block headers again.
+func ngBlockOffset(path string, n uint64) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	r := bufio.NewReader(f)
+	var off int64
+	var order binary.ByteOrder = binary.LittleEndian
+	var packets uint64
+	hdr := make([]byte, 12)
+	for {
+		if _, err := io.ReadFull(r, hdr[:8]); err != nil {
+			return off
+		}
+		typ := order.Uint32(hdr[:4])
+		if typ == 0x0a0d0d0a { // section header: learn its byte order
+			if _, err := io.ReadFull(r, hdr[8:12]); err != nil {
+				return off
+			}
+			if binary.LittleEndian.Uint32(hdr[8:12]) == 0x1a2b3c4d {
+				order = binary.LittleEndian
+			} else {
+				order = binary.BigEndian
+			}
+		}
+		length := int64(order.Uint32(hdr[4:8]))
+		if length < 12 || length%4 != 0 {
+			return off
+		}
+		isPacket := typ == 6 || typ == 3 || typ == 2 // enhanced, simple, obsolete packet blocks
+		if isPacket && packets == n {
+			return off
+		}
+		read := int64(8)
+		if typ == 0x0a0d0d0a {
+			read = 12
+		}
+		if _, err := io.CopyN(io.Discard, r, length-read); err != nil {
+			return off
+		}
+		if isPacket {
+			packets++
+		}
+		off += length
+	}
+}
+
+// ErrNoEngines is returned when neither rules nor feeds were given.
+var ErrNoEngines = errors.New("nothing to inspect with: give rules or web reputation feeds")
