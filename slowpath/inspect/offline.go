@@ -66,17 +66,24 @@ func (e *CorruptError) Error() string {
 
 func (e *CorruptError) Unwrap() error { return e.Err }
 
-// counting stamps records with the current packet number and counts them.
-type counting struct {
+// Stamp is the sink to give the engines offline: it sets each record's
+// pcap_cnt to the number of the packet being inspected, counts the
+// records, and passes them on.
+type Stamp struct {
 	sink  eve.Sink
 	n     uint64
 	count uint64
 }
 
-func (c *counting) Emit(r *eve.Record) {
-	r.PcapCnt = c.n
-	c.count++
-	c.sink.Emit(r)
+// NewStamp stamps records for sink.
+func NewStamp(sink eve.Sink) *Stamp { return &Stamp{sink: sink} }
+
+// Emit implements eve.Sink. Run inspects one packet at a time, so the
+// fields need no lock.
+func (s *Stamp) Emit(r *eve.Record) {
+	r.PcapCnt = s.n
+	s.count++
+	s.sink.Emit(r)
 }
 
 // packetSource is what both pcapgo readers offer.
@@ -84,10 +91,10 @@ type packetSource interface {
 	ReadPacketData() ([]byte, gopacket.CaptureInfo, error)
 }
 
-// Run inspects the capture at path with e, sending alerts to sink. It stops
-// at the first unreadable record with a *CorruptError, after every packet
-// before it was inspected.
-func Run(path string, e engine.Engine, sink eve.Sink, mode Mode) (Summary, error) {
+// Run inspects the capture at path with e, whose engines emit to stamp. It
+// stops at the first unreadable record with a *CorruptError, after every
+// packet before it was inspected.
+func Run(path string, e engine.Engine, stamp *Stamp, mode Mode) (Summary, error) {
 	var sum Summary
 	f, err := os.Open(path)
 	if err != nil {
@@ -121,7 +128,6 @@ func Run(path string, e engine.Engine, sink eve.Sink, mode Mode) (Summary, error
 		}
 		src = r
 	}
-	stamp := &counting{sink: sink}
 	decided := map[flow.Key]channel.FlowDecision{}
 	offset := int64(24) // classic pcap: header, then 16 bytes and the data per record
 	for {

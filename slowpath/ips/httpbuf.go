@@ -61,7 +61,7 @@ func NormalizeHost(h []byte) []byte {
 	} else if i := bytes.LastIndexByte(h, ':'); i >= 0 {
 		h = h[:i]
 	}
-	return bytes.ToLower(h)
+	return []byte(asciiLower(h))
 }
 
 func isHexDigit(c byte) bool {

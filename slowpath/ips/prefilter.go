@@ -1,8 +1,6 @@
 package ips
 
 import (
-	"bytes"
-
 	ac "github.com/petar-dambovaliev/aho-corasick"
 
 	"github.com/palisade/palisade/slowpath/ips/rule"
@@ -48,7 +46,7 @@ func buildPrefilter(rules []*compiled, p point) *prefilter {
 		}
 		// The automaton is ASCII case-insensitive: one lower-cased
 		// pattern serves both kinds, and evaluation checks the case.
-		key := string(bytes.ToLower(r.fast.Pattern))
+		key := asciiLower(r.fast.Pattern)
 		id, ok := a.ids[key]
 		if !ok {
 			id = len(a.patterns)
@@ -83,4 +81,14 @@ func (bp *bufferPrefilter) scan(data []byte, from int, add func(int32)) {
 			add(idx)
 		}
 	}
+}
+
+// asciiLower folds A-Z only: bytes.ToLower would read the pattern as UTF-8
+// and mangle bytes above 0x7f.
+func asciiLower(b []byte) string {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		out[i] = lower(c)
+	}
+	return string(out)
 }

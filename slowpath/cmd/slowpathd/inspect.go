@@ -80,6 +80,7 @@ func runInspect(o inspectOptions, stdout, stderr io.Writer) (err error) {
 		}
 	}()
 
+	stamp := inspect.NewStamp(out)
 	var chain engine.Chain
 	if len(o.rules) > 0 {
 		rs, err := ips.LoadFiles(cfg, o.rules...)
@@ -91,7 +92,7 @@ func runInspect(o inspectOptions, stdout, stderr io.Writer) (err error) {
 		for _, r := range rs.Refused() {
 			fmt.Fprintf(stderr, "refused: %v\n", r)
 		}
-		chain = append(chain, ips.New(rs, cfg, ips.WithSink(out), ips.WithChecksumValidation(o.verifyChecksums)))
+		chain = append(chain, ips.New(rs, cfg, ips.WithSink(stamp), ips.WithChecksumValidation(o.verifyChecksums)))
 	}
 	if len(o.feeds) > 0 {
 		feed, err := wrs.LoadFeeds(o.feeds...)
@@ -99,9 +100,9 @@ func runInspect(o inspectOptions, stdout, stderr io.Writer) (err error) {
 			return err
 		}
 		fmt.Fprintf(stderr, "web reputation: %d entries\n", feed.Len())
-		chain = append(chain, wrs.New(feed, policies, wrs.WithSink(out), wrs.WithChecksumValidation(o.verifyChecksums)))
+		chain = append(chain, wrs.New(feed, policies, wrs.WithSink(stamp), wrs.WithChecksumValidation(o.verifyChecksums)))
 	}
-	sum, runErr := inspect.Run(o.pcap, chain, out, mode)
+	sum, runErr := inspect.Run(o.pcap, chain, stamp, mode)
 	fmt.Fprintf(stderr, "packets: %d read, %d inspected, %d offloaded; alerts: %d; drops: %d (%d in blocked flows)\n",
 		sum.Packets, sum.Inspected, sum.Offloaded, sum.Alerts, sum.Dropped, sum.FlowDropped)
 	if runErr != nil {
