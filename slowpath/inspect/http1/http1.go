@@ -50,7 +50,7 @@ func LooksLikeRequest(b []byte) bool {
 		switch {
 		case c == ' ':
 			return i > 0
-		case c < 'A' || c > 'Z' && c != '_' && c != '-':
+		case !(c >= 'A' && c <= 'Z' || c == '_' || c == '-'):
 			return false
 		case i >= 16:
 			return false

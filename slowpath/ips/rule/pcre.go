@@ -20,7 +20,7 @@ var pcreBufferFlags = map[byte]Buffer{
 // refuses it when RE2 would not match exactly the same inputs.
 func translatePCRE(src string, current Buffer, sticky bool) (*PCRE, Buffer, error) {
 	refuse := func(format string, args ...any) error {
-		return reasonf("pcre %q: %s", src, fmt.Sprintf(format, args...))
+		return reasonf("pcre \"%s\": %s", src, fmt.Sprintf(format, args...))
 	}
 	if len(src) < 2 || src[0] != '/' {
 		return nil, 0, refuse("must be /regex/flags")
