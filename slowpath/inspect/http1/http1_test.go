@@ -8,7 +8,7 @@ import (
 
 type seen struct {
 	method, uri, proto, host string
-	start, end             int
+	start, end               int
 }
 
 func parseAll(t *testing.T, stream string, step int) ([]seen, error) {
