@@ -92,7 +92,7 @@ func TestBlockedFlowDropsLaterPackets(t *testing.T) {
 alert tcp any any -> any any (content:"later"; sid:2;)`)
 	e := &craft.Endpoints{}
 	c := e.NewTCP("10.0.0.5:40000", "192.0.2.10:8000")
-	h.run(frames(c.Handshake(), c.Send(true, []byte("evil")), c.Send(true, []byte("later")), c.Send(false, []byte("later")))...)
+	h.run(craft.Seq(c.Handshake(), c.Send(true, []byte("evil")), c.Send(true, []byte("later")), c.Send(false, []byte("later")))...)
 	for i, v := range h.verdicts[3:] {
 		if v.Action != channel.ActionDrop || v.Flow != channel.FlowBlock {
 			t.Errorf("packet %d: %+v", i+4, v)
@@ -111,7 +111,7 @@ func TestContentAcrossSegments(t *testing.T) {
 alert tcp any any -> any any (content:"first"; content:"second"; distance:0; sid:2;)`)
 	e := &craft.Endpoints{}
 	c := e.NewTCP("10.0.0.5:40000", "192.0.2.10:8000")
-	h.run(frames(c.Handshake(), c.SendChunks(true, []byte("xx attack-string yy first"), 5), c.Send(true, []byte(" then second")))...)
+	h.run(craft.Seq(c.Handshake(), c.SendChunks(true, []byte("xx attack-string yy first"), 5), c.Send(true, []byte(" then second")))...)
 	if got := h.sids(); !slices.Equal(got, []uint32{1, 2}) {
 		t.Fatalf("alerts %v", got)
 	}
@@ -134,7 +134,7 @@ alert tcp any any -> any any (msg:"overlap"; content:"pay-XXXX"; sid:2;)`
 	seg := func(off int, data string) craft.Frame {
 		return c.Segment(true, s+uint32(off), c.SSeq, craft.PSH|craft.ACK, []byte(data))
 	}
-	h.run(frames(hs,
+	h.run(craft.Seq(hs,
 		seg(4, "load"),  // early
 		seg(4, "XXXX"),  // overlapping rewrite of buffered bytes: loses
 		seg(0, "pay-"),  // fills the gap: "pay-load"
@@ -158,7 +158,7 @@ alert http any any -> any any (msg:"post"; http.method; content:"POST"; sid:2;)`
 		"GET /admin/panel HTTP/1.1\r\nHost: a\r\n\r\n"
 	e := &craft.Endpoints{}
 	c := e.NewTCP("10.0.0.5:40000", "192.0.2.10:80")
-	h.run(frames(c.Handshake(), c.SendChunks(true, []byte(reqs), 30))...)
+	h.run(craft.Seq(c.Handshake(), c.SendChunks(true, []byte(reqs), 30))...)
 	if got := h.sids(); !slices.Equal(got, []uint32{2, 1}) {
 		t.Fatalf("alerts %v", got)
 	}
@@ -215,7 +215,7 @@ func TestOffloadAfterTLSHandshake(t *testing.T) {
 	h := newHarness(t, `alert tcp any any -> any any (content:"never-here"; sid:1;)`)
 	e := &craft.Endpoints{}
 	c := e.NewTCP("10.0.0.5:40000", "192.0.2.10:443")
-	h.run(frames(c.Handshake(), c.Send(true, craft.ClientHello("a.test")), c.Send(false, craft.ServerHello()),
+	h.run(craft.Seq(c.Handshake(), c.Send(true, craft.ClientHello("a.test")), c.Send(false, craft.ServerHello()),
 		c.Send(true, craft.AppData(30)), c.Send(false, craft.AppData(30)))...)
 	want := []channel.FlowDecision{0, 0, 0, 0, 0, channel.FlowOffload, channel.FlowOffload}
 	for i, v := range h.verdicts {
@@ -229,7 +229,7 @@ func TestOffloadAtStreamDepth(t *testing.T) {
 	h := newHarness(t, `alert tcp any any -> any any (content:"tail"; sid:1;)`, WithStreamDepth(100))
 	e := &craft.Endpoints{}
 	c := e.NewTCP("10.0.0.5:40000", "192.0.2.10:8000")
-	h.run(frames(c.Handshake(), c.Send(true, bytes.Repeat([]byte("a"), 60)), c.Send(true, bytes.Repeat([]byte("b"), 60)), c.Send(true, []byte("tail")))...)
+	h.run(craft.Seq(c.Handshake(), c.Send(true, bytes.Repeat([]byte("a"), 60)), c.Send(true, bytes.Repeat([]byte("b"), 60)), c.Send(true, []byte("tail")))...)
 	if h.verdicts[3].Flow != channel.FlowKeepInspecting || h.verdicts[4].Flow != channel.FlowOffload || h.verdicts[5].Flow != channel.FlowOffload {
 		t.Fatalf("verdicts %+v", h.verdicts)
 	}
@@ -311,7 +311,7 @@ func TestConcurrentFlows(t *testing.T) {
 			defer wg.Done()
 			ep := &craft.Endpoints{}
 			c := ep.NewTCP(fmt.Sprintf("10.0.%d.1:%d", g, 1000+g), "192.0.2.10:8000")
-			for _, f := range frames(c.Handshake(), c.SendChunks(true, []byte("hay hay needle hay"), 3)) {
+			for _, f := range craft.Seq(c.Handshake(), c.SendChunks(true, []byte("hay hay needle hay"), 3)) {
 				e.Inspect(&engine.Packet{Guest: uint32(g % 2), Link: engine.LinkRaw, Data: f.Data, Time: f.Time, FlowID: uint64(g + 1)})
 			}
 			e.FlowEnd(uint32(g%2), uint64(g+1))

@@ -48,25 +48,12 @@ func (h *harness) sids() []uint32 {
 	return out
 }
 
-func frames(parts ...any) []craft.Frame {
-	var out []craft.Frame
-	for _, p := range parts {
-		switch v := p.(type) {
-		case craft.Frame:
-			out = append(out, v)
-		case []craft.Frame:
-			out = append(out, v...)
-		}
-	}
-	return out
-}
-
 // httpSession is a client request (and optional response) over a fresh
 // connection.
 func httpSession(req, resp string) []craft.Frame {
 	e := &craft.Endpoints{}
 	c := e.NewTCP("10.0.0.5:40000", "192.0.2.10:80")
-	fs := frames(c.Handshake(), c.Send(true, []byte(req)))
+	fs := craft.Seq(c.Handshake(), c.Send(true, []byte(req)))
 	if resp != "" {
 		fs = append(fs, c.Send(false, []byte(resp)))
 	}

@@ -1,6 +1,7 @@
 package craft
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"time"
@@ -180,4 +181,20 @@ func (t *TCP) Close() []Frame {
 	t.CSeq++
 	t.SSeq++
 	return f
+}
+
+// Seq flattens frames and slices of frames into one sequence.
+func Seq(parts ...any) []Frame {
+	var out []Frame
+	for _, p := range parts {
+		switch v := p.(type) {
+		case Frame:
+			out = append(out, v)
+		case []Frame:
+			out = append(out, v...)
+		default:
+			panic(fmt.Sprintf("craft.Seq: %T is not a Frame or []Frame", p))
+		}
+	}
+	return out
 }
