@@ -2,7 +2,10 @@ module github.com/palisade/palisade
 
 go 1.26.8
 
-tool github.com/go-task/task/v3/cmd/task
+tool (
+	github.com/cilium/ebpf/cmd/bpf2go
+	github.com/go-task/task/v3/cmd/task
+)
 
 require (
 	github.com/mdlayher/vsock v1.4.0

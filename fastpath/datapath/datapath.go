@@ -1,0 +1,173 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+)
+
+// Limits of the loaded datapath (see bpf/datapath.h).
+const (
+	MaxGuests = 1024
+	MaxRules  = 16384
+)
+
+// Config sizes and places the datapath.
+type Config struct {
+	// PinDir is a directory on a bpffs where maps and links are pinned,
+	// e.g. /sys/fs/bpf/palisade/<host>. Everything the datapath creates
+	// lives under it.
+	PinDir string
+	// WordPool and RulePool size the shared bitmap-word and rule arrays
+	// (defaults 1 Mi words = 8 MiB, 256 Ki rules).
+	WordPool uint32
+	RulePool uint32
+	// EventsPerSec and EventBurst bound the events one guest sends through
+	// the ring buffer per CPU (defaults 1000/s, burst 200).
+	EventsPerSec uint32
+	EventBurst   uint32
+}
+
+// Datapath is the loaded programs and maps.
+type Datapath struct {
+	cfg  Config
+	objs dpObjects
+
+	mu    sync.Mutex
+	words *pool
+	rules *pool
+}
+
+// NotBPFFSError says the pin directory is not on a bpffs.
+type NotBPFFSError struct{ Path string }
+
+func (e *NotBPFFSError) Error() string {
+	return fmt.Sprintf("%s is not on a BPF filesystem (mount one: mount -t bpf bpf /sys/fs/bpf)", e.Path)
+}
+
+// CheckBPFFS fails unless dir's nearest existing ancestor is on a bpffs.
+func CheckBPFFS(dir string) error {
+	for p := dir; ; p = filepath.Dir(p) {
+		var st unix.Statfs_t
+		err := unix.Statfs(p, &st)
+		if err == nil {
+			if st.Type != unix.BPF_FS_MAGIC {
+				return &NotBPFFSError{Path: dir}
+			}
+			return nil
+		}
+		if !errors.Is(err, os.ErrNotExist) || p == "/" {
+			return fmt.Errorf("statfs %s: %w", p, err)
+		}
+	}
+}
+
+// Open loads the datapath, reusing the maps pinned under cfg.PinDir by an
+// earlier run (so connection state survives restarts) or pinning new ones.
+func Open(cfg Config) (*Datapath, error) {
+	if cfg.PinDir == "" {
+		return nil, errors.New("datapath: no pin directory")
+	}
+	if cfg.WordPool == 0 {
+		cfg.WordPool = 1 << 20
+	}
+	if cfg.RulePool == 0 {
+		cfg.RulePool = 1 << 18
+	}
+	if cfg.EventsPerSec == 0 {
+		cfg.EventsPerSec = 1000
+	}
+	if cfg.EventBurst == 0 {
+		cfg.EventBurst = 200
+	}
+	if err := CheckBPFFS(cfg.PinDir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Join(cfg.PinDir, "links"), 0o700); err != nil {
+		return nil, fmt.Errorf("datapath: %w", err)
+	}
+	// Kernels before 5.11 charge map memory to RLIMIT_MEMLOCK; newer ones
+	// to the memory cgroup, where this is a no-op.
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("datapath: %w", err)
+	}
+	spec, err := loadDp()
+	if err != nil {
+		return nil, fmt.Errorf("datapath: load spec: %w", err)
+	}
+	spec.Maps["words"].MaxEntries = cfg.WordPool
+	spec.Maps["rules"].MaxEntries = cfg.RulePool
+	spec.Maps["rule_hits"].MaxEntries = cfg.RulePool
+	d := &Datapath{cfg: cfg, words: newPool(cfg.WordPool), rules: newPool(cfg.RulePool)}
+	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}})
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("datapath: verifier rejected the program: %+v", ve)
+		}
+		if errors.Is(err, ebpf.ErrMapIncompatible) {
+			return nil, fmt.Errorf("datapath: maps pinned under %s come from an incompatible build or sizing (uninstall first): %w", cfg.PinDir, err)
+		}
+		return nil, fmt.Errorf("datapath: load: %w", err)
+	}
+	if err := d.objs.SettingsMap.Put(uint32(0), dpSettings{EventsPerSec: cfg.EventsPerSec, EventsBurst: cfg.EventBurst}); err != nil {
+		d.objs.Close()
+		return nil, fmt.Errorf("datapath: settings: %w", err)
+	}
+	return d, nil
+}
+
+// Close releases this process's handles. Pinned maps and links stay: the
+// datapath keeps enforcing while fastpathd is stopped or restarting.
+func (d *Datapath) Close() error { return d.objs.Close() }
+
+// PinDir is where the datapath's objects are pinned.
+func (d *Datapath) PinDir() string { return d.cfg.PinDir }
+
+// Uninstall detaches every link and removes every pin under the pin
+// directory, then closes the datapath. Afterwards nothing of it remains in
+// the kernel once the last handle is gone.
+func (d *Datapath) Uninstall() error {
+	var errs []error
+	links, err := d.PinnedLinks()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, l := range links {
+		if err := d.unpinLink(l); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, d.objs.Close())
+	if err := os.RemoveAll(d.cfg.PinDir); err != nil {
+		errs = append(errs, fmt.Errorf("remove %s: %w", d.cfg.PinDir, err))
+	}
+	return errors.Join(errs...)
+}
+
+// Barrier returns once every datapath program that was running when it was
+// called has finished. Updating a map-of-maps from user space waits for an
+// RCU grace period (the kernel's maybe_wait_bpf_programs), which covers every
+// non-sleepable program; rewriting the barrier's only slot with the inner
+// map it already holds changes nothing else.
+func (d *Datapath) Barrier() error {
+	var inner *ebpf.Map
+	if err := d.objs.RcuBarrier.Lookup(uint32(0), &inner); err != nil || inner == nil {
+		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Array, KeySize: 4, ValueSize: 4, MaxEntries: 1})
+		if err != nil {
+			return fmt.Errorf("barrier map: %w", err)
+		}
+		inner = m
+	}
+	defer inner.Close()
+	if err := d.objs.RcuBarrier.Put(uint32(0), inner); err != nil {
+		return fmt.Errorf("barrier: %w", err)
+	}
+	return nil
+}

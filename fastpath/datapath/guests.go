@@ -1,0 +1,169 @@
+package datapath
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
+
+	"github.com/palisade/palisade/fastpath/policy"
+)
+
+// lruSlack is added to every connection table: the kernel's LRU keeps up to
+// 128 free entries per CPU on local lists, and a CPU whose list is empty
+// evicts rather than borrowing another CPU's, so without slack a table can
+// start evicting before it holds its nominal capacity.
+var lruSlack = uint32(128 * runtime.NumCPU())
+
+// TableCapacity is the entry count of a table holding n connections.
+func TableCapacity(n uint32) uint32 { return n + lruSlack }
+
+// ConnKeySize and ConnValueSize are the sizes of one connection-table entry.
+const (
+	ConnKeySize   = 40
+	ConnValueSize = 72
+)
+
+// CreateTables gives guest slot its own TCP and other-protocol connection
+// tables. A flood in one guest can only evict that guest's entries.
+func (d *Datapath) CreateTables(slot, maxTCP, maxOther uint32) error {
+	for _, t := range []struct {
+		outer *ebpf.Map
+		name  string
+		n     uint32
+	}{{d.objs.ConnTcp, "tcp", maxTCP}, {d.objs.ConnOther, "other", maxOther}} {
+		m, err := ebpf.NewMap(&ebpf.MapSpec{
+			Name: fmt.Sprintf("conn_%s_%d", t.name, slot), Type: ebpf.LRUHash,
+			KeySize: ConnKeySize, ValueSize: ConnValueSize, MaxEntries: TableCapacity(t.n),
+		})
+		if err != nil {
+			return fmt.Errorf("guest slot %d: %s table of %d: %w", slot, t.name, t.n, err)
+		}
+		err = t.outer.Put(slot, m)
+		m.Close()
+		if err != nil {
+			return fmt.Errorf("guest slot %d: install %s table: %w", slot, t.name, err)
+		}
+	}
+	for i := uint32(0); i < 2; i++ {
+		if err := d.objs.ConnLive.Put(slot*2+i, uint64(0)); err != nil {
+			return fmt.Errorf("guest slot %d: reset counts: %w", slot, err)
+		}
+	}
+	return nil
+}
+
+// Tables returns handles to a guest's connection tables; the caller closes them.
+func (d *Datapath) Tables(slot uint32) (tcp, other *ebpf.Map, err error) {
+	if err := d.objs.ConnTcp.Lookup(slot, &tcp); err != nil {
+		return nil, nil, fmt.Errorf("guest slot %d: tcp table: %w", slot, err)
+	}
+	if err := d.objs.ConnOther.Lookup(slot, &other); err != nil {
+		tcp.Close()
+		return nil, nil, fmt.Errorf("guest slot %d: other table: %w", slot, err)
+	}
+	return tcp, other, nil
+}
+
+// DeleteTables drops a guest's connection tables.
+func (d *Datapath) DeleteTables(slot uint32) error {
+	var errs []error
+	for _, outer := range []*ebpf.Map{d.objs.ConnTcp, d.objs.ConnOther} {
+		if err := outer.Delete(slot); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			errs = append(errs, fmt.Errorf("guest slot %d: %w", slot, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// GuestConfig is a protected vNIC's configuration in the kernel.
+type GuestConfig struct {
+	Slot        uint32
+	Policy      *InstalledPolicy
+	Rules       *policy.Policy // normalized
+	PickupUntil time.Duration  // CLOCK_MONOTONIC time until which mid-stream flows are adopted
+	Inspect     bool
+}
+
+// Monotonic is the clock the datapath's timestamps use (bpf_ktime_get_ns).
+func Monotonic() time.Duration {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return time.Duration(ts.Nano())
+}
+
+var actionCodes = map[policy.Action]uint8{
+	policy.Allow: 1, policy.Deny: 2, policy.ForceAllow: 3, policy.Bypass: 4, policy.LogOnly: 5,
+}
+
+func (g GuestConfig) kernel() dpGuestCfg {
+	p := g.Rules
+	c := dpGuestCfg{
+		Slot: g.Slot, PolicyId: g.Policy.ID, RuleBase: g.Policy.RuleBase, RuleCount: g.Policy.RuleCount,
+		DefaultAction: actionCodes[p.DefaultAction],
+		PickupUntilNs: uint64(g.PickupUntil),
+		MaxTcp:        p.MaxTCP, MaxOther: p.MaxUDP,
+	}
+	if p.Mode == policy.Tap {
+		c.Mode = 1
+	}
+	switch p.InvalidPackets {
+	case policy.InvalidPass:
+		c.InvalidPolicy = 1
+	case policy.InvalidLog:
+		c.InvalidPolicy = 2
+	}
+	if p.Fragments == policy.FragmentsDrop {
+		c.FragPolicy = 1
+	}
+	if *p.PassARP {
+		c.Flags |= 1 << 0
+	}
+	if *p.PassND {
+		c.Flags |= 1 << 1
+	}
+	if p.PassNonIP {
+		c.Flags |= 1 << 2
+	}
+	if g.Inspect {
+		c.Flags |= 1 << 3
+	}
+	t := p.Timeouts
+	for i, v := range []policy.Duration{t.TCPSyn, t.TCPEstablished, t.TCPFinWait, t.TCPCloseWait, t.TCPTimeWait,
+		t.TCPClosed, t.UDP, t.UDPReplied, t.ICMP, t.Other} {
+		c.Timeouts[i] = uint32(time.Duration(v) / time.Second)
+	}
+	return c
+}
+
+// SetVNIC protects the vNIC ifindex with cfg, or swaps its configuration in
+// one atomic update if it is already protected.
+func (d *Datapath) SetVNIC(ifindex int, cfg GuestConfig) error {
+	if err := d.objs.Vnics.Put(uint32(ifindex), cfg.kernel()); err != nil {
+		return fmt.Errorf("vNIC ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// DeleteVNIC stops protecting ifindex: its packets pass untouched.
+func (d *Datapath) DeleteVNIC(ifindex int) error {
+	if err := d.objs.Vnics.Delete(uint32(ifindex)); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("vNIC ifindex %d: %w", ifindex, err)
+	}
+	return nil
+}
+
+// VNICs lists the protected ifindexes and their slots.
+func (d *Datapath) VNICs() (map[int]uint32, error) {
+	out := map[int]uint32{}
+	var k uint32
+	var v dpGuestCfg
+	it := d.objs.Vnics.Iterate()
+	for it.Next(&k, &v) {
+		out[int(k)] = v.Slot
+	}
+	return out, it.Err()
+}
