@@ -12,6 +12,7 @@ import (
 	"github.com/gopacket/gopacket/pcapgo"
 
 	"github.com/palisade/palisade/slowpath/inspect/craft"
+	"github.com/palisade/palisade/slowpath/inspect/packet"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/captures from the generator")
@@ -62,11 +63,11 @@ func splitContent(clock *craft.Clock) []craft.Frame {
 	msg := []byte("run CMD.EXE /c dir now\n")
 	seq := c.CSeq
 	fs = append(fs,
-		c.Segment(true, seq, c.SSeq, craft.PSH|craft.ACK, msg[:7]),             // "run CMD"
-		c.Segment(true, seq+12, c.SSeq, craft.PSH|craft.ACK, msg[12:]),         // " /c dir now\n" early
-		c.Segment(true, seq+12, c.SSeq, craft.PSH|craft.ACK, []byte("XXXXXX")), // conflicting retransmission: loses
-		c.Segment(true, seq+7, c.SSeq, craft.PSH|craft.ACK, msg[7:12]),         // ".EXE " fills the gap
-		c.Segment(true, seq, c.SSeq, craft.PSH|craft.ACK, msg[:7]),             // plain retransmission
+		c.Segment(true, seq, c.SSeq, packet.PSH|packet.ACK, msg[:7]),             // "run CMD"
+		c.Segment(true, seq+12, c.SSeq, packet.PSH|packet.ACK, msg[12:]),         // " /c dir now\n" early
+		c.Segment(true, seq+12, c.SSeq, packet.PSH|packet.ACK, []byte("XXXXXX")), // conflicting retransmission: loses
+		c.Segment(true, seq+7, c.SSeq, packet.PSH|packet.ACK, msg[7:12]),         // ".EXE " fills the gap
+		c.Segment(true, seq, c.SSeq, packet.PSH|packet.ACK, msg[:7]),             // plain retransmission
 	)
 	c.CSeq += uint32(len(msg))
 	fs = append(fs, c.Close()...)

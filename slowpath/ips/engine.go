@@ -9,6 +9,7 @@ import (
 	"github.com/palisade/palisade/fastpath/channel"
 	"github.com/palisade/palisade/slowpath/engine"
 	"github.com/palisade/palisade/slowpath/eve"
+	"github.com/palisade/palisade/slowpath/inspect/appproto"
 	"github.com/palisade/palisade/slowpath/inspect/flow"
 	"github.com/palisade/palisade/slowpath/inspect/http1"
 	"github.com/palisade/palisade/slowpath/inspect/packet"
@@ -83,18 +84,9 @@ func (e *Engine) Stats() Stats {
 // FlowEnd forgets a flow the fast path forgot.
 func (e *Engine) FlowEnd(guest uint32, flowID uint64) { e.flows.End(guest, flowID) }
 
-type appProto uint8
-
-const (
-	appUnknown appProto = iota
-	appHTTP
-	appTLS
-	appOther
-)
-
 // flowState is the engine's per-flow state.
 type flowState struct {
-	app       appProto
+	app       appproto.Proto
 	requests  http1.RequestParser
 	responses http1.ResponseParser
 	tls       [2]tlshello.RecordWalker
@@ -170,7 +162,7 @@ func (e *Engine) offloadable(f *flow.Flow[*flowState], st *flowState) bool {
 			return true
 		}
 	}
-	return st.app == appTLS && st.tls[flow.ToServer].Handshake && st.tls[flow.ToClient].ServerHello &&
+	return st.app == appproto.TLS && st.tls[flow.ToServer].Handshake && st.tls[flow.ToClient].ServerHello &&
 		(st.tls[flow.ToServer].AppData || st.tls[flow.ToClient].AppData)
 }
 
@@ -230,21 +222,14 @@ func (e *Engine) evalStream(ev *evaluation, st *flowState, data []byte, from int
 // appLayer detects HTTP and TLS on a flow and runs the HTTP rules on each
 // complete request.
 func (e *Engine) appLayer(ev *evaluation, st *flowState, data []byte) {
-	if st.app == appUnknown && ev.side == flow.ToServer {
-		switch {
-		case http1.LooksLikeRequest(data):
-			st.app = appHTTP
-		case tlshello.LooksLikeTLS(data):
-			st.app = appTLS
-		case len(data) >= 17:
-			st.app = appOther
-		}
+	if st.app == appproto.Unknown && ev.side == flow.ToServer {
+		st.app = appproto.Detect(data)
 	}
 	switch st.app {
-	case appHTTP:
+	case appproto.HTTP:
 		if ev.side == flow.ToClient {
 			if st.responses.Parse(data, nil) != nil {
-				st.app = appOther
+				st.app = appproto.Other
 			}
 			return
 		}
@@ -253,9 +238,9 @@ func (e *Engine) appLayer(ev *evaluation, st *flowState, data []byte) {
 			e.evalHTTP(ev, data, req)
 		})
 		if err != nil {
-			st.app = appOther
+			st.app = appproto.Other
 		}
-	case appTLS:
+	case appproto.TLS:
 		st.tls[ev.side].Walk(data)
 	}
 }
@@ -421,9 +406,9 @@ func (e *Engine) emit(ev *evaluation, st *flowState, h hit, blocked bool) {
 		rec.Alert.Action = eve.ActionBlocked
 	}
 	switch st.app {
-	case appHTTP:
+	case appproto.HTTP:
 		rec.AppProto = "http"
-	case appTLS:
+	case appproto.TLS:
 		rec.AppProto = "tls"
 	}
 	rec.HTTP = h.http

@@ -15,6 +15,7 @@ import (
 	"github.com/palisade/palisade/slowpath/engine"
 	"github.com/palisade/palisade/slowpath/eve"
 	"github.com/palisade/palisade/slowpath/inspect/craft"
+	"github.com/palisade/palisade/slowpath/inspect/packet"
 	"github.com/palisade/palisade/slowpath/ips/rule"
 )
 
@@ -132,7 +133,7 @@ alert tcp any any -> any any (msg:"overlap"; content:"pay-XXXX"; sid:2;)`
 	s := c.CSeq + 1
 	hs := c.Handshake()
 	seg := func(off int, data string) craft.Frame {
-		return c.Segment(true, s+uint32(off), c.SSeq, craft.PSH|craft.ACK, []byte(data))
+		return c.Segment(true, s+uint32(off), c.SSeq, packet.PSH|packet.ACK, []byte(data))
 	}
 	h.run(craft.Seq(hs,
 		seg(4, "load"),  // early
@@ -144,7 +145,7 @@ alert tcp any any -> any any (msg:"overlap"; content:"pay-XXXX"; sid:2;)`
 	if got := h.sids(); !slices.Equal(got, []uint32{1}) {
 		t.Fatalf("alerts %v, want only the first-seen bytes to match, once", got)
 	}
-	f, _ := h.e.flows.Get(1, 0, decode(t, hs[0]), time.Time{})
+	f, _ := h.e.flows.Get(1, 0, hs[0].Decoded(), time.Time{})
 	if got := string(f.Stream(0).Data()); got != "pay-load!" {
 		t.Fatalf("stream %q", got)
 	}
@@ -323,5 +324,22 @@ func TestConcurrentFlows(t *testing.T) {
 	}
 	if n := e.flows.Len(); n != 0 {
 		t.Fatalf("%d flows left after FlowEnd", n)
+	}
+}
+
+func TestChecksumValidation(t *testing.T) {
+	good := udpTo("192.0.2.10:53", "evil")[0]
+	bad := craft.Frame{Time: good.Time, Data: append([]byte(nil), good.Data...)}
+	bad.Data[len(bad.Data)-1] ^= 0x20 // "evil" → "eviL": the UDP checksum no longer holds
+	for _, c := range []struct {
+		verify bool
+		frame  craft.Frame
+		alerts int
+	}{{false, bad, 1}, {true, bad, 0}, {true, good, 1}} {
+		h := newHarness(t, `alert udp any any -> any any (content:"evil"; nocase; sid:1;)`, WithChecksumValidation(c.verify))
+		h.run(c.frame)
+		if n := len(h.sink.Records()); n != c.alerts {
+			t.Errorf("verify=%v: %d alerts, want %d", c.verify, n, c.alerts)
+		}
 	}
 }

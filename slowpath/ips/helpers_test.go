@@ -7,7 +7,6 @@ import (
 	"github.com/palisade/palisade/slowpath/engine"
 	"github.com/palisade/palisade/slowpath/eve"
 	"github.com/palisade/palisade/slowpath/inspect/craft"
-	"github.com/palisade/palisade/slowpath/inspect/packet"
 )
 
 // harness runs frames through an engine loaded with rules.
@@ -58,13 +57,4 @@ func httpSession(req, resp string) []craft.Frame {
 		fs = append(fs, c.Send(false, []byte(resp)))
 	}
 	return fs
-}
-
-func decode(t *testing.T, f craft.Frame) *packet.Packet {
-	t.Helper()
-	var p packet.Packet
-	if err := packet.Decode(f.Data, false, &p); err != nil {
-		t.Fatal(err)
-	}
-	return &p
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/palisade/palisade/fastpath/channel"
 	"github.com/palisade/palisade/slowpath/engine"
 	"github.com/palisade/palisade/slowpath/eve"
+	"github.com/palisade/palisade/slowpath/inspect/appproto"
 	"github.com/palisade/palisade/slowpath/inspect/flow"
 	"github.com/palisade/palisade/slowpath/inspect/http1"
 	"github.com/palisade/palisade/slowpath/inspect/packet"
@@ -79,17 +80,8 @@ func (e *Engine) Stats() Stats { return Stats{e.lookups.Load(), e.blocked.Load()
 
 func (e *Engine) FlowEnd(guest uint32, flowID uint64) { e.flows.End(guest, flowID) }
 
-type appProto uint8
-
-const (
-	appUnknown appProto = iota
-	appHTTP
-	appTLS
-	appOther
-)
-
 type flowState struct {
-	app      appProto
+	app      appproto.Proto
 	requests http1.RequestParser
 	verdict  engine.Verdict // final, once the flow is judged (blocked or offloaded)
 	judged   bool
@@ -126,22 +118,15 @@ func (e *Engine) Inspect(p *engine.Packet) engine.Verdict {
 		return keep
 	}
 	data := f.Stream(side).Data()
-	if st.app == appUnknown {
-		switch {
-		case http1.LooksLikeRequest(data):
-			st.app = appHTTP
-		case tlshello.LooksLikeTLS(data):
-			st.app = appTLS
-		case len(data) >= 17:
-			st.app = appOther
-		}
+	if st.app == appproto.Unknown {
+		st.app = appproto.Detect(data)
 	}
 	switch st.app {
-	case appHTTP:
+	case appproto.HTTP:
 		return e.http(p, &pk, f, st, data)
-	case appTLS:
+	case appproto.TLS:
 		return e.tls(p, &pk, f, st, data)
-	case appOther:
+	case appproto.Other:
 		return e.judge(st, engine.Verdict{Action: channel.ActionAllow, Flow: channel.FlowOffload})
 	}
 	return keep

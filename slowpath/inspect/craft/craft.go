@@ -8,12 +8,25 @@ import (
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
+
+	"github.com/palisade/palisade/slowpath/inspect/packet"
 )
 
 // Frame is one packet with its capture time.
 type Frame struct {
-	Time time.Time
-	Data []byte
+	Time     time.Time
+	Data     []byte
+	Ethernet bool // Data is an Ethernet frame, else an IP packet
+}
+
+// Decoded is the frame decoded as the engines see it. Frames built here
+// always decode; a failure is a bug in this package.
+func (f Frame) Decoded() *packet.Packet {
+	var p packet.Packet
+	if err := packet.Decode(f.Data, f.Ethernet, &p); err != nil {
+		panic(fmt.Sprintf("craft: a crafted frame does not decode: %v", err))
+	}
+	return &p
 }
 
 // Clock hands out packet times, a millisecond apart.
@@ -74,7 +87,7 @@ func (e *Endpoints) serialize(src, dst netip.Addr, l4 gopacket.SerializableLayer
 	if err := gopacket.SerializeLayers(buf, gopacket.SerializeOptions{FixLengths: true, ComputeChecksums: true}, ls...); err != nil {
 		panic(err) // the layers are built here; a failure is a bug
 	}
-	return Frame{Time: e.clock().tick(), Data: append([]byte(nil), buf.Bytes()...)}
+	return Frame{Time: e.clock().tick(), Data: append([]byte(nil), buf.Bytes()...), Ethernet: e.Ethernet}
 }
 
 // IP returns the network layer for src → dst carrying proto.
@@ -113,7 +126,8 @@ func (e *Endpoints) NewTCP(client, server string) *TCP {
 	return &TCP{e: e, Client: netip.MustParseAddrPort(client), Server: netip.MustParseAddrPort(server), CSeq: 1000, SSeq: 50000}
 }
 
-// Segment builds one segment with explicit fields; it changes no state.
+// Segment builds one segment with explicit fields (flags are packet.SYN,
+// packet.ACK, …); it changes no state.
 func (t *TCP) Segment(fromClient bool, seq, ack uint32, flags uint8, payload []byte) Frame {
 	src, dst := t.Client, t.Server
 	if !fromClient {
@@ -121,26 +135,17 @@ func (t *TCP) Segment(fromClient bool, seq, ack uint32, flags uint8, payload []b
 	}
 	ip := IP(src.Addr(), dst.Addr(), layers.IPProtocolTCP)
 	tcp := &layers.TCP{SrcPort: layers.TCPPort(src.Port()), DstPort: layers.TCPPort(dst.Port()), Seq: seq, Ack: ack, Window: 65535,
-		FIN: flags&0x01 != 0, SYN: flags&0x02 != 0, RST: flags&0x04 != 0, PSH: flags&0x08 != 0, ACK: flags&0x10 != 0}
+		FIN: flags&packet.FIN != 0, SYN: flags&packet.SYN != 0, RST: flags&packet.RST != 0, PSH: flags&packet.PSH != 0, ACK: flags&packet.ACK != 0}
 	tcp.SetNetworkLayerForChecksum(ip)
 	return t.e.serialize(src.Addr(), dst.Addr(), tcp, ip, payload, fromClient)
 }
 
-// TCP flag bits for Segment.
-const (
-	FIN = 0x01
-	SYN = 0x02
-	RST = 0x04
-	PSH = 0x08
-	ACK = 0x10
-)
-
 // Handshake returns SYN, SYN/ACK and ACK.
 func (t *TCP) Handshake() []Frame {
 	f := []Frame{
-		t.Segment(true, t.CSeq, 0, SYN, nil),
-		t.Segment(false, t.SSeq, t.CSeq+1, SYN|ACK, nil),
-		t.Segment(true, t.CSeq+1, t.SSeq+1, ACK, nil),
+		t.Segment(true, t.CSeq, 0, packet.SYN, nil),
+		t.Segment(false, t.SSeq, t.CSeq+1, packet.SYN|packet.ACK, nil),
+		t.Segment(true, t.CSeq+1, t.SSeq+1, packet.ACK, nil),
 	}
 	t.CSeq++
 	t.SSeq++
@@ -151,11 +156,11 @@ func (t *TCP) Handshake() []Frame {
 // and advances that side's sequence number.
 func (t *TCP) Send(fromClient bool, payload []byte) Frame {
 	if fromClient {
-		f := t.Segment(true, t.CSeq, t.SSeq, PSH|ACK, payload)
+		f := t.Segment(true, t.CSeq, t.SSeq, packet.PSH|packet.ACK, payload)
 		t.CSeq += uint32(len(payload))
 		return f
 	}
-	f := t.Segment(false, t.SSeq, t.CSeq, PSH|ACK, payload)
+	f := t.Segment(false, t.SSeq, t.CSeq, packet.PSH|packet.ACK, payload)
 	t.SSeq += uint32(len(payload))
 	return f
 }
@@ -174,9 +179,9 @@ func (t *TCP) SendChunks(fromClient bool, payload []byte, n int) []Frame {
 // Close returns FIN/ACK from the client, the server's FIN/ACK, and the last ACK.
 func (t *TCP) Close() []Frame {
 	f := []Frame{
-		t.Segment(true, t.CSeq, t.SSeq, FIN|ACK, nil),
-		t.Segment(false, t.SSeq, t.CSeq+1, FIN|ACK, nil),
-		t.Segment(true, t.CSeq+1, t.SSeq+1, ACK, nil),
+		t.Segment(true, t.CSeq, t.SSeq, packet.FIN|packet.ACK, nil),
+		t.Segment(false, t.SSeq, t.CSeq+1, packet.FIN|packet.ACK, nil),
+		t.Segment(true, t.CSeq+1, t.SSeq+1, packet.ACK, nil),
 	}
 	t.CSeq++
 	t.SSeq++

@@ -183,34 +183,21 @@ func headerFields(s string) ([]string, error) {
 	return fields, nil
 }
 
+var actions = map[string]Action{"alert": Alert, "drop": Drop, "reject": Reject, "pass": Pass}
+
+// protocols are the header protocols supported; pkthdr and http1 are
+// Suricata's aliases.
+var protocols = map[string]Proto{"ip": ProtoIP, "pkthdr": ProtoIP, "tcp": ProtoTCP, "udp": ProtoUDP, "icmp": ProtoICMP, "http": ProtoHTTP, "http1": ProtoHTTP}
+
 func (r *Rule) parseHeader(f []string) error {
 	if len(f) != 7 {
 		return reasonf("rule header has %d fields, want 7 (action proto src sport direction dst dport)", len(f))
 	}
-	switch f[0] {
-	case "alert":
-		r.Action = Alert
-	case "drop":
-		r.Action = Drop
-	case "reject":
-		r.Action = Reject
-	case "pass":
-		r.Action = Pass
-	default:
+	var ok bool
+	if r.Action, ok = actions[f[0]]; !ok {
 		return reasonf("unsupported action %q", f[0])
 	}
-	switch strings.ToLower(f[1]) {
-	case "ip", "pkthdr":
-		r.Proto = ProtoIP
-	case "tcp":
-		r.Proto = ProtoTCP
-	case "udp":
-		r.Proto = ProtoUDP
-	case "icmp":
-		r.Proto = ProtoICMP
-	case "http", "http1":
-		r.Proto = ProtoHTTP
-	default:
+	if r.Proto, ok = protocols[strings.ToLower(f[1])]; !ok {
 		return reasonf("unsupported protocol %q", f[1])
 	}
 	switch f[4] {
