@@ -1,6 +1,7 @@
 package rule
 
 import (
+	"bytes"
 	"strconv"
 	"strings"
 )
@@ -377,6 +378,11 @@ func (p *optionParser) finish() error {
 	for i := range r.Matches {
 		if m := &r.Matches[i]; m.Buffer.IsHTTP() && r.Proto != ProtoHTTP && r.Proto != ProtoTCP && r.Proto != ProtoIP {
 			return reasonf("%s used in a %s rule", m.Buffer, r.Proto)
+		}
+	}
+	for _, m := range r.Matches {
+		if c := m.Content; c != nil && m.Buffer == BufHost && !c.Nocase && bytes.ContainsFunc(c.Pattern, func(r rune) bool { return r >= 'A' && r <= 'Z' }) {
+			return reasonf("content %q in http.host has upper-case letters and can never match (the buffer is lower-cased)", c.Pattern)
 		}
 	}
 	if r.Dsize != nil && r.UsesHTTP() {

@@ -140,6 +140,7 @@ func TestRefusalMessages(t *testing.T) {
 		{`alert tcp any any -> any any (pcre:"/a/U"; http.uri; pcre:"/b/H"; sid:36;)`, `sid 36: pcre "/b/H": buffer flag 'H' after a sticky buffer`},
 		{`alert tcp any any -> any any (pcre:"/a\h/"; sid:37;)`, `sid 37: pcre "/a\h/": escape "\h" has no RE2 equivalent`},
 		{`alert tcp any any -> any any (pcre:"/(?>a)/"; sid:38;)`, `sid 38: pcre "/(?>a)/": atomic group "(?>" has no RE2 equivalent`},
+		{`alert http any any -> any any (http.host; content:"Example.test"; sid:39;)`, `sid 39: content "Example.test" in http.host has upper-case letters and can never match (the buffer is lower-cased)`},
 	} {
 		_, err := Parse(c.rule)
 		if err == nil || err.Error() != c.want {
