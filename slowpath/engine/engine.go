@@ -76,8 +76,11 @@ func (c Chain) Inspect(p *Packet) Verdict {
 	}
 	for _, e := range c {
 		v := e.Inspect(p)
-		if severity(v.Action) > severity(out.Action) {
+		switch {
+		case severity(v.Action) > severity(out.Action):
 			out.Action, out.Reply = v.Action, v.Reply
+		case severity(v.Action) == severity(out.Action) && out.Reply == nil:
+			out.Reply = v.Reply // a block page beats a bare reset at equal severity
 		}
 		switch {
 		case v.Flow == channel.FlowBlock:

@@ -33,4 +33,8 @@ func TestChainMergesVerdicts(t *testing.T) {
 			t.Errorf("%s: got %s/%s, want %s/%s", c.name, got.Action, got.Flow, c.want.Action, c.want.Flow)
 		}
 	}
+	page := fixed{Action: channel.ActionReject, Flow: channel.FlowBlock, Reply: []byte("403")}
+	if got := (Chain{reject, page}).Inspect(&Packet{}); string(got.Reply) != "403" {
+		t.Errorf("block page lost behind an equally severe reject: %+v", got)
+	}
 }
