@@ -22,24 +22,22 @@ var verdictNames = map[uint8]string{0: "pass", 1: "punt", 2: "offload", 3: "bloc
 
 // Conn is one tracked connection, oriented by the guest.
 type Conn struct {
-	Proto       uint8
-	GuestAddr   netip.Addr
-	GuestPort   uint16
-	RemoteAddr  netip.Addr
-	RemotePort  uint16
-	State       string // TCP state, or NEW/REPLIED for pseudo-connections
-	FromGuest   bool   // the guest opened it
-	Verdict     string
-	RuleID      uint32
-	PolicyID    uint32
-	FlowID      uint64
-	ForceAllow  bool
-	PickedUp    bool
-	Packets     [2]uint64 // from guest, to guest
-	Bytes       [2]uint64
-	LastSeen    time.Duration // CLOCK_MONOTONIC
-	rawKey      dpConnKey
-	rawStateVal uint8
+	Proto      uint8         `json:"proto"`
+	GuestAddr  netip.Addr    `json:"guest_addr"`
+	GuestPort  uint16        `json:"guest_port"`
+	RemoteAddr netip.Addr    `json:"remote_addr"`
+	RemotePort uint16        `json:"remote_port"`
+	State      string        `json:"state"`      // TCP state, or NEW/REPLIED for pseudo-connections
+	FromGuest  bool          `json:"from_guest"` // the guest opened it
+	Verdict    string        `json:"verdict"`
+	RuleID     uint32        `json:"rule_id"`
+	PolicyID   uint32        `json:"policy_id"`
+	FlowID     uint64        `json:"flow_id"`
+	ForceAllow bool          `json:"force_allow,omitempty"`
+	PickedUp   bool          `json:"picked_up,omitempty"`
+	Packets    [2]uint64     `json:"packets"` // from guest, to guest
+	Bytes      [2]uint64     `json:"bytes"`
+	LastSeen   time.Duration `json:"last_seen_monotonic_ns"`
 }
 
 func addrOf(family uint8, a [4]uint32) netip.Addr {
@@ -60,7 +58,6 @@ func connOf(k dpConnKey, v dpConnVal) Conn {
 		FromGuest: v.Initiator == 0, Verdict: verdictNames[v.Verdict], RuleID: v.RuleId, PolicyID: v.PolicyId,
 		FlowID: v.FlowId, ForceAllow: v.Flags&1 != 0, PickedUp: v.Flags&8 != 0,
 		Packets: v.Packets, Bytes: v.Bytes, LastSeen: time.Duration(v.LastSeenNs),
-		rawKey: k, rawStateVal: v.State,
 	}
 	if k.Proto == 6 {
 		c.State = tcpStateNames[v.State]

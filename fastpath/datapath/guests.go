@@ -167,3 +167,76 @@ func (d *Datapath) VNICs() (map[int]uint32, error) {
 	}
 	return out, it.Err()
 }
+
+// ResizeTables gives guest slot tables of new capacities, keeping its
+// connections: entries are copied into the new tables, the new tables are
+// swapped in (one map update each), and entries the old tables gained while
+// being copied are copied after the swap. The caller opens a short pickup
+// window for any connection that still slips through.
+func (d *Datapath) ResizeTables(slot, maxTCP, maxOther uint32) error {
+	for i, t := range []struct {
+		outer *ebpf.Map
+		name  string
+		n     uint32
+	}{{d.objs.ConnTcp, "tcp", maxTCP}, {d.objs.ConnOther, "other", maxOther}} {
+		var old *ebpf.Map
+		if err := t.outer.Lookup(slot, &old); err != nil {
+			return fmt.Errorf("guest slot %d: resize %s table: %w", slot, t.name, err)
+		}
+		m, err := ebpf.NewMap(&ebpf.MapSpec{
+			Name: fmt.Sprintf("conn_%s_%d", t.name, slot), Type: ebpf.LRUHash,
+			KeySize: ConnKeySize, ValueSize: ConnValueSize, MaxEntries: TableCapacity(t.n),
+		})
+		if err != nil {
+			old.Close()
+			return fmt.Errorf("guest slot %d: %s table of %d: %w", slot, t.name, t.n, err)
+		}
+		copied, err := copyEntries(old, m, ebpf.UpdateAny)
+		if err == nil {
+			err = t.outer.Put(slot, m) // waits for programs using the old table
+		}
+		if err == nil {
+			var late int
+			late, err = copyEntries(old, m, ebpf.UpdateNoExist)
+			copied += late
+		}
+		old.Close()
+		m.Close()
+		if err != nil {
+			return fmt.Errorf("guest slot %d: resize %s table: %w", slot, t.name, err)
+		}
+		if err := d.objs.ConnLive.Put(slot*2+uint32(i), uint64(copied)); err != nil {
+			return fmt.Errorf("guest slot %d: live count: %w", slot, err)
+		}
+	}
+	return nil
+}
+
+func copyEntries(from, to *ebpf.Map, flags ebpf.MapUpdateFlags) (int, error) {
+	n := 0
+	var k, v []byte
+	it := from.Iterate()
+	for it.Next(&k, &v) {
+		err := to.Update(k, v, flags)
+		switch {
+		case err == nil:
+			n++
+		case errors.Is(err, ebpf.ErrKeyExist):
+		default:
+			return n, err
+		}
+	}
+	return n, it.Err()
+}
+
+// LiveCounts are a guest's table occupancies as the datapath counts them:
+// raised on every insert, set exactly by each Sweep.
+func (d *Datapath) LiveCounts(slot uint32) (tcp, other uint64, err error) {
+	if err := d.objs.ConnLive.Lookup(slot*2, &tcp); err != nil {
+		return 0, 0, fmt.Errorf("guest slot %d: %w", slot, err)
+	}
+	if err := d.objs.ConnLive.Lookup(slot*2+1, &other); err != nil {
+		return 0, 0, fmt.Errorf("guest slot %d: %w", slot, err)
+	}
+	return tcp, other, nil
+}

@@ -28,7 +28,7 @@ func startE2E(t *testing.T, appliances int, fastpathArgs ...string) *e2e {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run, err := l.StartFastpathd(site, bins, shortTempDir(t), nil, fastpathArgs...)
+	run, err := l.StartFastpathd(site, bins, shortTempDir(t), BPFFSForTest(t), nil, fastpathArgs...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,11 +194,10 @@ func TestFastpathRestartIsRebound(t *testing.T) {
 	if err := app.WaitOutput(ctx, "peer said goodbye: shutting down"); err != nil {
 		t.Fatal(err)
 	}
-	p, err := e.lab.Start(e.run.Site.Host, "fastpathd-again", nil, bins.Fastpathd, "--secret-file", e.run.SecretFile,
-		"--control-socket", e.run.FastpathdSock)
-	if err != nil {
+	if err := e.lab.RestartFastpathd(e.run, nil); err != nil {
 		t.Fatal(err)
 	}
+	p := e.run.Fastpathd
 	st, took := waitBound(t, e.run.FastpathdSock, 0, 8*time.Second)
 	t.Logf("slowpathd rebound to a restarted fastpathd after %s", took.Round(time.Millisecond))
 	if st.PeerAddr == "" {
@@ -211,8 +210,8 @@ func TestFastpathRestartIsRebound(t *testing.T) {
 
 func TestDaemonRefusesRoutableBindAddress(t *testing.T) {
 	e := startE2E(t, 0)
-	p, err := e.lab.Start(e.run.Site.Host, "fastpathd-routable", nil, bins.Fastpathd, "--listen", "198.51.100.1:2222",
-		"--secret-file", e.run.SecretFile, "--control-socket", e.run.Dir+"/x.sock")
+	p, err := e.lab.Start(e.run.Site.Host, "fastpathd-routable", nil, bins.Fastpathd, e.run.FastpathdArgs("--listen", "198.51.100.1:2222",
+		"--control-socket", e.run.Dir+"/x.sock", "--host-id", "routable")...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,8 +222,8 @@ func TestDaemonRefusesRoutableBindAddress(t *testing.T) {
 		t.Fatalf("unclear refusal:\n%s", p.Output())
 	}
 	// With the override it serves (on the namespace's loopback here).
-	p, err = e.lab.Start(e.run.Site.Host, "fastpathd-override", nil, bins.Fastpathd, "--listen", "127.0.0.1:2222",
-		"--allow-non-link-local", "--secret-file", e.run.SecretFile, "--control-socket", e.run.Dir+"/y.sock")
+	p, err = e.lab.Start(e.run.Site.Host, "fastpathd-override", nil, bins.Fastpathd, e.run.FastpathdArgs("--listen", "127.0.0.1:2222",
+		"--allow-non-link-local", "--control-socket", e.run.Dir+"/y.sock", "--host-id", "override")...)
 	if err != nil {
 		t.Fatal(err)
 	}

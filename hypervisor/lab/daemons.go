@@ -52,28 +52,51 @@ func ModuleRoot() (string, error) {
 // HostRun is one site's daemons and their files.
 type HostRun struct {
 	Site          *Site
-	Dir           string // secrets and control sockets
+	Bins          Binaries
+	Dir           string // secrets, control sockets, guest state
+	BPFFS         string // the bpffs the datapath pins into
 	SecretFile    string
 	Fastpathd     *Process
 	FastpathdSock string
 }
 
+// FastpathdArgs are the arguments fastpathd runs with on this host: a
+// restarted fastpathd must use the same ones to find its pinned state.
+func (r *HostRun) FastpathdArgs(extra ...string) []string {
+	return append(append([]string{"--listen", channel.DefaultBindAddress, "--secret-file", r.SecretFile}, r.StoreArgs()...), extra...)
+}
+
+// StoreArgs locate this host's fastpathd and its state, for its operator
+// commands (status, guests, uninstall…).
+func (r *HostRun) StoreArgs() []string {
+	return []string{"--control-socket", r.FastpathdSock, "--host-id", r.Site.Host.Name, "--bpffs", r.BPFFS, "--state-dir", r.Dir}
+}
+
 // StartFastpathd writes a fresh per-host secret into dir and starts fastpathd
-// in the site's host namespace on the default link-local bind address.
-func (l *Lab) StartFastpathd(site *Site, bins Binaries, dir string, log io.Writer, extra ...string) (*HostRun, error) {
-	r := &HostRun{Site: site, Dir: dir, SecretFile: filepath.Join(dir, site.Host.Name+".secret"),
+// in the site's host namespace on the default link-local bind address,
+// pinning its datapath into bpffs (which must be a BPF filesystem visible to
+// the namespace's processes: see MountBPFFS).
+func (l *Lab) StartFastpathd(site *Site, bins Binaries, dir, bpffs string, log io.Writer, extra ...string) (*HostRun, error) {
+	r := &HostRun{Site: site, Bins: bins, Dir: dir, BPFFS: bpffs, SecretFile: filepath.Join(dir, site.Host.Name+".secret"),
 		FastpathdSock: filepath.Join(dir, site.Host.Name+"-fastpathd.sock")}
 	if err := channel.WriteNewSecretFile(r.SecretFile); err != nil {
 		return nil, err
 	}
-	args := append([]string{"--listen", channel.DefaultBindAddress, "--secret-file", r.SecretFile,
-		"--control-socket", r.FastpathdSock, "--host-id", site.Host.Name}, extra...)
-	p, err := l.Start(site.Host, "fastpathd@"+site.Host.Name, log, bins.Fastpathd, args...)
-	if err != nil {
+	if err := l.RestartFastpathd(r, log, extra...); err != nil {
 		return nil, err
 	}
-	r.Fastpathd = p
 	return r, nil
+}
+
+// RestartFastpathd starts fastpathd (again) for a host with its usual
+// arguments; the previous process must have exited.
+func (l *Lab) RestartFastpathd(r *HostRun, log io.Writer, extra ...string) error {
+	p, err := l.Start(r.Site.Host, "fastpathd@"+r.Site.Host.Name, log, r.Bins.Fastpathd, r.FastpathdArgs(extra...)...)
+	if err != nil {
+		return err
+	}
+	r.Fastpathd = p
+	return nil
 }
 
 // SlowpathdSock is the control socket of the slowpathd in appliance i.

@@ -1,28 +1,38 @@
-// Command fastpathd is Palisade's host daemon: it listens for the appliance's
-// slow path on the link-local bind address and serves the local control API.
+// Command fastpathd is Palisade's host daemon: it loads the eBPF datapath and
+// protects guests' vNICs with it, listens for the appliance's slow path on
+// the link-local bind address, and serves the local control API.
 package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sys/unix"
 
 	"github.com/palisade/palisade/fastpath/bindserver"
 	"github.com/palisade/palisade/fastpath/channel"
+	"github.com/palisade/palisade/fastpath/control"
 	"github.com/palisade/palisade/fastpath/daemon"
+	"github.com/palisade/palisade/fastpath/datapath"
+	"github.com/palisade/palisade/fastpath/events"
+	"github.com/palisade/palisade/fastpath/guests"
 	"github.com/palisade/palisade/fastpath/localapi"
 )
 
-const defaultControlSocket = "/run/palisade/fastpathd.sock"
+const (
+	defaultControlSocket = "/run/palisade/fastpathd.sock"
+	defaultBPFFS         = "/sys/fs/bpf"
+)
 
 // Capabilities this build of the fast path offers a slow path.
-const capabilities = channel.CapEvents
+const capabilities = channel.CapFirewall | channel.CapTap | channel.CapEvents
 
 type options struct {
 	listen           string
@@ -31,22 +41,64 @@ type options struct {
 	unboundWarnEvery time.Duration
 	binding          daemon.BindingFlags
 	log              daemon.LogFlags
+	store            storeFlags
+}
+
+// storeFlags say where the datapath's kernel and file state lives; every
+// command that touches the datapath needs them.
+type storeFlags struct {
+	bpffs      string
+	stateDir   string
+	hostID     *string
+	sweepEvery time.Duration
+	wordPool   uint32
+	rulePool   uint32
+}
+
+func (s *storeFlags) pinDir() string    { return filepath.Join(s.bpffs, "palisade", *s.hostID) }
+func (s *storeFlags) stateFile() string { return filepath.Join(s.stateDir, *s.hostID+"-guests.json") }
+func (s *storeFlags) config() datapath.Config {
+	return datapath.Config{PinDir: s.pinDir(), WordPool: s.wordPool, RulePool: s.rulePool}
 }
 
 func main() {
 	var o options
 	root := daemon.RootCommand("fastpathd", "Palisade fast path: host daemon for the eBPF datapath and the slow-path binding")
 	host, _ := os.Hostname()
+	o.store.hostID = &o.hostID
 	f := root.Flags()
 	f.StringVar(&o.listen, "listen", channel.DefaultBindAddress, "bind address: IP:PORT (link-local) or vsock://:PORT")
-	f.StringVar(&o.hostID, "host-id", host, "this host's name in the handshake and logs")
 	o.binding.Register(f, "slow path")
 	f.DurationVar(&o.unboundWarnEvery, "unbound-warn-every", 10*time.Second, "how often to warn while no slow path is bound")
+	f.DurationVar(&o.store.sweepEvery, "sweep-every", 5*time.Second, "how often idle connections are expired")
+	f.Uint32Var(&o.store.wordPool, "rule-bitmap-words", 1<<20, "size of the shared rule-bitmap pool (8 bytes each)")
+	f.Uint32Var(&o.store.rulePool, "rule-slots", 1<<18, "size of the shared rule pool")
 	o.log.Register(f)
-	root.PersistentFlags().StringVar(&o.controlSocket, "control-socket", defaultControlSocket, "local control socket")
+	pf := root.PersistentFlags()
+	pf.StringVar(&o.controlSocket, "control-socket", defaultControlSocket, "local control socket")
+	pf.StringVar(&o.hostID, "host-id", host, "this host's name in the handshake, logs and pin paths")
+	pf.StringVar(&o.store.bpffs, "bpffs", defaultBPFFS, "BPF filesystem holding the pinned datapath (<bpffs>/palisade/<host-id>)")
+	pf.StringVar(&o.store.stateDir, "state-dir", "/var/lib/palisade", "directory of the guest state file")
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return run(o) }
 	root.AddCommand(daemon.StatusCommand(&o.controlSocket))
+	addGuestCommands(root, &o.controlSocket)
+	root.AddCommand(uninstallCommand(&o))
 	daemon.Main(root)
+}
+
+// ensureBPFFS mounts the BPF filesystem at its standard place if nothing is
+// mounted there yet; any other path must already be a bpffs.
+func ensureBPFFS(dir string, log logrus.FieldLogger) error {
+	err := datapath.CheckBPFFS(dir)
+	var nb *datapath.NotBPFFSError
+	if err == nil || !errors.As(err, &nb) || dir != defaultBPFFS {
+		return err
+	}
+	if err := unix.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+		return fmt.Errorf("mount bpffs on %s: %w", dir, err)
+	}
+	log.WithField("path", dir).Info("mounted the BPF filesystem")
+	return nil
 }
 
 func run(o options) error {
@@ -62,6 +114,23 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	if err := ensureBPFFS(o.store.bpffs, log); err != nil {
+		return err
+	}
+	dp, err := datapath.Open(o.store.config())
+	if err != nil {
+		return err
+	}
+	defer dp.Close() // pins stay: the datapath keeps enforcing while we are down
+	mgr, err := guests.New(guests.Config{Datapath: dp, StateFile: o.store.stateFile(), Log: log, SweepEvery: o.store.sweepEvery})
+	if err != nil {
+		return err
+	}
+	if err := mgr.Restore(); err != nil {
+		// Guests that restored keep their protection; the others are
+		// reported, and the agent will activate them again.
+		log.WithError(err).Error("some guests could not be restored")
+	}
 	srv, err := bindserver.New(bindserver.Config{
 		Self:     channel.Identity{Version: channel.Current(), Revision: channel.ProtocolRevision, Capabilities: capabilities, ID: o.hostID},
 		Secret:   secret,
@@ -75,19 +144,59 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("%w (is the link-local bind address configured on this host? see docs/troubleshooting.md)", err)
 	}
+	rd, err := dp.Events()
+	if err != nil {
+		return err
+	}
+	agg := events.New(events.Config{Name: mgr.SlotName, Log: log})
+
 	ctx, stop := daemon.SignalContext()
 	defer stop()
 	log.WithFields(logrus.Fields{"version": channel.Current().String(), "revision": channel.ProtocolRevision,
-		"control_socket": o.controlSocket}).Info("fastpathd starting")
+		"control_socket": o.controlSocket, "pin_dir": o.store.pinDir(), "guests": mgr.Count()}).Info("fastpathd starting")
 
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
-		localapi.WriteJSON(w, http.StatusOK, srv.Status())
-	})
+	api := &control.Server{Guests: mgr, Events: agg, Binding: srv.Status}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })
-	g.Go(func() error { return localapi.Serve(gctx, o.controlSocket, mux) })
+	g.Go(func() error { return localapi.Serve(gctx, o.controlSocket, api.Handler()) })
+	g.Go(func() error { return agg.Run(gctx, rd) })
+	g.Go(func() error { mgr.Run(gctx); return nil })
 	err = g.Wait()
-	log.WithField("reason", context.Cause(ctx)).Info("fastpathd stopped")
+	log.WithField("reason", context.Cause(ctx)).Info("fastpathd stopped; the datapath keeps enforcing")
 	return err
+}
+
+func uninstallCommand(o *options) *cobra.Command {
+	return &cobra.Command{
+		Use:   "uninstall",
+		Short: "remove every program, link and pinned map of this host's datapath, and the guest state (fastpathd must be stopped)",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Second)
+			_, err := control.NewClient(o.controlSocket).Status(ctx)
+			cancel()
+			if err == nil {
+				return fmt.Errorf("fastpathd is running on %s: stop it first", o.controlSocket)
+			}
+			if err := datapath.CheckBPFFS(o.store.pinDir()); err != nil {
+				return err
+			}
+			if _, err := os.Stat(o.store.pinDir()); os.IsNotExist(err) {
+				fmt.Fprintf(cmd.OutOrStdout(), "nothing installed under %s\n", o.store.pinDir())
+				return os.RemoveAll(o.store.stateFile())
+			}
+			dp, err := datapath.Open(o.store.config())
+			if err != nil {
+				return err
+			}
+			links, _ := dp.PinnedLinks()
+			if err := dp.Uninstall(); err != nil {
+				return err
+			}
+			if err := os.RemoveAll(o.store.stateFile()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "uninstalled: %d links detached, %s and %s removed\n", len(links), o.store.pinDir(), o.store.stateFile())
+			return nil
+		},
+	}
 }

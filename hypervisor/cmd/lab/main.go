@@ -84,8 +84,16 @@ func up(out io.Writer, binDir string, hold time.Duration) (err error) {
 	if err != nil {
 		return err
 	}
+	bpffs, unmount, err := lab.MountBPFFS()
+	if err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
 	defer func() {
 		cerr := l.Close()
+		// Unmounting the lab's own bpffs releases every program, link and
+		// map its fastpathd pinned.
+		cerr = errors.Join(cerr, unmount())
 		_ = os.RemoveAll(dir)
 		if cerr != nil {
 			err = errors.Join(err, cerr)
@@ -99,7 +107,7 @@ func up(out io.Writer, binDir string, hold time.Duration) (err error) {
 		return err
 	}
 	logs := &prefixWriter{out: out}
-	run, err := l.StartFastpathd(site, bins, dir, logs.named("fastpathd@esx1"))
+	run, err := l.StartFastpathd(site, bins, dir, bpffs, logs.named("fastpathd@esx1"))
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/palisade/palisade/fastpath/control"
+	"github.com/palisade/palisade/fastpath/policy"
+	"github.com/palisade/palisade/hypervisor/lab"
+)
+
+var bins lab.Binaries
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() == 0 {
+		dir, err := os.MkdirTemp("", "palisade-bins-")
+		if err == nil {
+			var root string
+			if root, err = lab.ModuleRoot(); err == nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+				bins, err = lab.BuildBinaries(ctx, root, dir, "")
+				cancel()
+			}
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "build daemons:", err)
+			os.Exit(1)
+		}
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}
+	os.Exit(m.Run())
+}
+
+// env is one lab host running the real fastpathd, a guest "web" (198.51.100.10)
+// on vNIC vnic-web and an unprotected peer (198.51.100.20) on the same vSwitch.
+type env struct {
+	t      *testing.T
+	lab    *lab.Lab
+	site   *lab.Site
+	run    *lab.HostRun
+	web    *lab.Endpoint
+	peer   *lab.Endpoint
+	api    *control.Client
+	output *syncBuf
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func newEnv(t *testing.T, extra ...string) *env {
+	t.Helper()
+	return newEnvBefore(t, nil, extra...)
+}
+
+// newEnvBefore is newEnv with a hook that runs in the host namespace's
+// setup before fastpathd is installed.
+func newEnvBefore(t *testing.T, before func(host *lab.Namespace), extra ...string) *env {
+	t.Helper()
+	l := lab.ForTest(t)
+	site, err := l.Site("esx", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, lab: l, site: site, output: &syncBuf{}}
+	if e.web, err = l.Endpoint(site, "web", "vnic-web", 10, nil); err != nil {
+		t.Fatal(err)
+	}
+	if e.peer, err = l.Endpoint(site, "peer", "peer0", 20, nil); err != nil {
+		t.Fatal(err)
+	}
+	if before != nil {
+		before(site.Host)
+	}
+	dir, err := os.MkdirTemp("", "pal-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if e.run, err = l.StartFastpathd(site, bins, dir, lab.BPFFSForTest(t), e.output, append([]string{"--sweep-every", "500ms"}, extra...)...); err != nil {
+		t.Fatal(err)
+	}
+	e.api = control.NewClient(e.run.FastpathdSock)
+	e.waitUp()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("fastpathd output:\n%s", e.output.String())
+		}
+	})
+	return e
+}
+
+// waitUp waits for fastpathd's control socket to answer.
+func (e *env) waitUp() {
+	e.t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_, err := e.api.ListGuests(ctx)
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("fastpathd did not come up: %v\n%s", err, e.output.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// cli runs the fastpathd binary's operator commands against this host.
+func (e *env) cli(args ...string) (string, error) {
+	args = append(args, "--control-socket", e.run.FastpathdSock)
+	out, err := exec.Command(bins.Fastpathd, args...).CombinedOutput()
+	return string(out), err
+}
+
+func (e *env) policyFile(p string) string {
+	e.t.Helper()
+	f, err := os.CreateTemp("", "policy-*.json")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { os.Remove(f.Name()) })
+	if _, err := f.WriteString(p); err != nil {
+		e.t.Fatal(err)
+	}
+	f.Close()
+	return f.Name()
+}
+
+func (e *env) activate(p string) {
+	e.t.Helper()
+	if out, err := e.cli("activate", "web", "--vnic", "vnic-web", "--policy", e.policyFile(p)); err != nil {
+		e.t.Fatalf("activate: %v\n%s", err, out)
+	}
+}
+
+func mustPolicy(t *testing.T, js string) *policy.Policy {
+	t.Helper()
+	p, err := policy.Parse([]byte(js))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// echoServer echoes every line on TCP addr inside ns until the test ends.
+func echoServer(t *testing.T, ns *lab.Namespace, addr string) {
+	t.Helper()
+	ln, err := ns.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+// dial connects from ns; a filtered (dropped) SYN shows as a timeout.
+func dial(ns *lab.Namespace, addr string, timeout time.Duration) (net.Conn, error) {
+	return ns.Dial(&net.Dialer{Timeout: timeout}, "tcp", addr)
+}
+
+// roundTrip writes a line and reads it back.
+func roundTrip(c net.Conn, msg string) error {
+	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+	if _, err := fmt.Fprintln(c, msg); err != nil {
+		return err
+	}
+	got, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(got) != msg {
+		return fmt.Errorf("echo %q, sent %q", got, msg)
+	}
+	return nil
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func (e *env) stats() map[string]any {
+	e.t.Helper()
+	out, err := e.cli("stats", "web", "--json")
+	if err != nil {
+		e.t.Fatalf("stats: %v\n%s", err, out)
+	}
+	var m map[string]any
+	if err := json.Unmarshal([]byte(out), &m); err != nil {
+		e.t.Fatal(err)
+	}
+	return m
+}
+
+func counter(m map[string]any, group, name string) uint64 {
+	g, _ := m[group].(map[string]any)
+	v, _ := g[name].(float64)
+	return uint64(v)
+}

@@ -1,0 +1,197 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/palisade/palisade/fastpath/datapath"
+)
+
+// Record is one folded event: Count packets that were reported alike
+// (guest, kind, reason, rule, addresses, destination port, protocol)
+// between First and Last.
+type Record struct {
+	Guest     string    `json:"guest"`
+	Kind      string    `json:"kind"`
+	Reason    string    `json:"reason,omitempty"`
+	RuleID    uint32    `json:"rule_id"`
+	FromGuest bool      `json:"from_guest"`
+	Proto     uint8     `json:"proto"`
+	Src       string    `json:"src"`
+	Dst       string    `json:"dst"`
+	Sport     uint16    `json:"src_port,omitempty"`
+	Dport     uint16    `json:"dst_port"`
+	Tap       bool      `json:"tap,omitempty"`
+	State     string    `json:"tcp_state,omitempty"`
+	Count     uint64    `json:"count"`
+	First     time.Time `json:"first"`
+	Last      time.Time `json:"last"`
+}
+
+type foldKey struct {
+	slot      uint32
+	kind      datapath.EventKind
+	reason    string
+	rule      uint32
+	fromGuest bool
+	proto     uint8
+	src, dst  netip.Addr
+	dport     uint16
+	tap       bool
+}
+
+// Namer maps a datapath slot to its guest's name.
+type Namer func(slot uint32) string
+
+// Aggregator folds events and keeps the most recent records.
+type Aggregator struct {
+	window  time.Duration
+	keep    int
+	name    Namer
+	log     logrus.FieldLogger
+	publish func(Record)
+
+	mu      sync.Mutex
+	pending map[foldKey]*Record
+	history []Record // ring, oldest first once full
+	next    int
+	total   uint64
+}
+
+// Config configures an Aggregator.
+type Config struct {
+	Window  time.Duration // fold identical events within this window (default 1s)
+	Keep    int           // records kept for the API (default 1000)
+	Name    Namer
+	Log     logrus.FieldLogger
+	Publish func(Record) // optional: every folded record, e.g. for the slow path
+}
+
+// New returns an Aggregator.
+func New(cfg Config) *Aggregator {
+	if cfg.Window <= 0 {
+		cfg.Window = time.Second
+	}
+	if cfg.Keep <= 0 {
+		cfg.Keep = 1000
+	}
+	if cfg.Name == nil {
+		cfg.Name = func(slot uint32) string { return fmt.Sprintf("slot%d", slot) }
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	return &Aggregator{window: cfg.Window, keep: cfg.Keep, name: cfg.Name, log: cfg.Log, publish: cfg.Publish,
+		pending: map[foldKey]*Record{}}
+}
+
+// Add folds one event; wall is its wall-clock time.
+func (a *Aggregator) Add(e datapath.Event, wall time.Time) {
+	k := foldKey{e.Slot, e.Kind, e.Reason, e.RuleID, e.FromGuest, e.Proto, e.Src, e.Dst, e.Dport, e.Tap}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.total++
+	if r, ok := a.pending[k]; ok {
+		r.Count++
+		r.Last = wall
+		return
+	}
+	a.pending[k] = &Record{Guest: a.name(e.Slot), Kind: string(e.Kind), Reason: e.Reason, RuleID: e.RuleID,
+		FromGuest: e.FromGuest, Proto: e.Proto, Src: e.Src.String(), Dst: e.Dst.String(), Sport: e.Sport,
+		Dport: e.Dport, Tap: e.Tap, State: e.State, Count: 1, First: wall, Last: wall}
+}
+
+// Flush ends the current window: every folded record is logged once, kept,
+// and published.
+func (a *Aggregator) Flush() {
+	a.mu.Lock()
+	recs := make([]Record, 0, len(a.pending))
+	for _, r := range a.pending {
+		recs = append(recs, *r)
+	}
+	a.pending = map[foldKey]*Record{}
+	for _, r := range recs {
+		if len(a.history) < a.keep {
+			a.history = append(a.history, r)
+		} else {
+			a.history[a.next] = r
+			a.next = (a.next + 1) % a.keep
+		}
+	}
+	a.mu.Unlock()
+	for _, r := range recs {
+		a.log.WithFields(logrus.Fields{
+			"guest": r.Guest, "kind": r.Kind, "reason": r.Reason, "rule": r.RuleID, "from_guest": r.FromGuest,
+			"proto": r.Proto, "src": r.Src, "dst": r.Dst, "dst_port": r.Dport, "count": r.Count, "tap": r.Tap,
+		}).Info("firewall event")
+		if a.publish != nil {
+			a.publish(r)
+		}
+	}
+}
+
+// Recent returns up to limit of the newest records, oldest first, optionally
+// for one guest.
+func (a *Aggregator) Recent(guest string, limit int) []Record {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ordered := append(append([]Record(nil), a.history[a.next:]...), a.history[:a.next]...)
+	var out []Record
+	for i := len(ordered) - 1; i >= 0 && (limit <= 0 || len(out) < limit); i-- {
+		if guest == "" || ordered[i].Guest == guest {
+			out = append(out, ordered[i])
+		}
+	}
+	for i, j := 0, len(out)-1; i < j; i, j = i+1, j-1 {
+		out[i], out[j] = out[j], out[i]
+	}
+	return out
+}
+
+// Total is how many events have been folded since start.
+func (a *Aggregator) Total() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.total
+}
+
+// Run reads the datapath's events until ctx ends, flushing every window.
+func (a *Aggregator) Run(ctx context.Context, rd *datapath.EventReader) error {
+	bootOffset := time.Now().Add(-datapath.Monotonic())
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			e, err := rd.Read()
+			if err != nil {
+				errc <- err
+				return
+			}
+			a.Add(e, bootOffset.Add(e.Time))
+		}
+	}()
+	t := time.NewTicker(a.window)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			_ = rd.Close()
+			<-errc
+			a.Flush()
+			return nil
+		case err := <-errc:
+			a.Flush()
+			if errors.Is(err, datapath.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("events: %w", err)
+		case <-t.C:
+			a.Flush()
+		}
+	}
+}

@@ -1,0 +1,478 @@
+package guests
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+
+	"github.com/palisade/palisade/fastpath/datapath"
+	"github.com/palisade/palisade/fastpath/policy"
+)
+
+// Errors callers branch on (the control API maps them to HTTP statuses).
+var (
+	ErrNotFound      = errors.New("guest not protected")
+	ErrAlreadyActive = errors.New("guest already protected")
+	ErrVNICInUse     = errors.New("vNIC protects another guest")
+	ErrNoVNIC        = errors.New("vNIC not found")
+	ErrNoSlot        = errors.New("every guest slot is in use")
+)
+
+// Config configures a Manager.
+type Config struct {
+	Datapath   *datapath.Datapath
+	StateFile  string
+	Log        logrus.FieldLogger
+	SweepEvery time.Duration // default 5s
+	// Links resolves vNIC names in fastpathd's network namespace; nil
+	// means the process's own.
+	Links *netlink.Handle
+}
+
+// Manager tracks the protected guests.
+type Manager struct {
+	cfg Config
+	dp  *datapath.Datapath
+	log logrus.FieldLogger
+
+	mu           sync.Mutex
+	guests       map[string]*guest
+	slots        [datapath.MaxGuests]bool
+	nextPolicyID uint32
+}
+
+type guest struct {
+	ID          string                    `json:"id"`
+	VNIC        string                    `json:"vnic"`
+	Ifindex     int                       `json:"ifindex"`
+	Slot        uint32                    `json:"slot"`
+	Policy      *policy.Policy            `json:"policy"`
+	Installed   *datapath.InstalledPolicy `json:"installed"`
+	ActivatedAt time.Time                 `json:"activated_at"`
+	UpdatedAt   time.Time                 `json:"updated_at"`
+
+	compiled *policy.Compiled
+}
+
+type stateFile struct {
+	NextPolicyID uint32   `json:"next_policy_id"`
+	Guests       []*guest `json:"guests"`
+}
+
+// New returns a Manager; Restore loads what an earlier run left.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Datapath == nil || cfg.StateFile == "" {
+		return nil, errors.New("guests: Datapath and StateFile are required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	if cfg.SweepEvery <= 0 {
+		cfg.SweepEvery = 5 * time.Second
+	}
+	if cfg.Links == nil {
+		h, err := netlink.NewHandle()
+		if err != nil {
+			return nil, fmt.Errorf("guests: netlink: %w", err)
+		}
+		cfg.Links = h
+	}
+	return &Manager{cfg: cfg, dp: cfg.Datapath, log: cfg.Log, guests: map[string]*guest{}, nextPolicyID: 1}, nil
+}
+
+func (m *Manager) allocSlot() (uint32, error) {
+	for i, used := range m.slots {
+		if !used {
+			m.slots[i] = true
+			return uint32(i), nil
+		}
+	}
+	return 0, ErrNoSlot
+}
+
+func (m *Manager) save() error {
+	st := stateFile{NextPolicyID: m.nextPolicyID}
+	for _, g := range m.guests {
+		st.Guests = append(st.Guests, g)
+	}
+	sort.Slice(st.Guests, func(i, j int) bool { return st.Guests[i].ID < st.Guests[j].ID })
+	data, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Dir(m.cfg.StateFile), 0o700); err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	tmp := m.cfg.StateFile + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	if err := os.Rename(tmp, m.cfg.StateFile); err != nil {
+		return fmt.Errorf("state file: %w", err)
+	}
+	return nil
+}
+
+// inspect says whether a policy sends flows to the slow path.
+func inspect(p *policy.Policy) bool { return len(p.Inspection) > 0 }
+
+// Activate protects guest on vnic with pol. Nothing is attached until every
+// structure the guest needs is in place, and any failure undoes the steps
+// already taken: a failed activation leaves no trace.
+func (m *Manager) Activate(guestID, vnic string, pol *policy.Policy) (err error) {
+	if guestID == "" {
+		return errors.New("activate: empty guest id")
+	}
+	if err := pol.Normalize(); err != nil {
+		return fmt.Errorf("activate %s: %w", guestID, err)
+	}
+	link, err := m.cfg.Links.LinkByName(vnic)
+	if err != nil {
+		return fmt.Errorf("activate %s: %w: %s: %v", guestID, ErrNoVNIC, vnic, err)
+	}
+	ifindex := link.Attrs().Index
+
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.guests[guestID]; ok {
+		return fmt.Errorf("activate %s: %w", guestID, ErrAlreadyActive)
+	}
+	for _, g := range m.guests {
+		if g.Ifindex == ifindex {
+			return fmt.Errorf("activate %s: %w: %s protects %s", guestID, ErrVNICInUse, vnic, g.ID)
+		}
+	}
+	compiled, err := policy.Compile(pol)
+	if err != nil {
+		return fmt.Errorf("activate %s: %w", guestID, err)
+	}
+	slot, err := m.allocSlot()
+	if err != nil {
+		return fmt.Errorf("activate %s: %w", guestID, err)
+	}
+	var undo []func() error
+	defer func() {
+		if err != nil {
+			for i := len(undo) - 1; i >= 0; i-- {
+				if uerr := undo[i](); uerr != nil {
+					m.log.WithError(uerr).WithField("guest", guestID).Error("undoing a failed activation")
+				}
+			}
+			m.slots[slot] = false
+		}
+	}()
+
+	id := m.nextPolicyID
+	m.nextPolicyID++
+	installed, err := m.dp.InstallPolicy(id, compiled)
+	if err != nil {
+		return fmt.Errorf("activate %s: %w", guestID, err)
+	}
+	undo = append(undo, func() error { return m.dp.RemovePolicy(installed, compiled) })
+	if err := m.dp.CreateTables(slot, pol.MaxTCP, pol.MaxUDP); err != nil {
+		return fmt.Errorf("activate %s: %w", guestID, err)
+	}
+	undo = append(undo, func() error { return m.dp.DeleteTables(slot) })
+	if err := m.dp.ResetCounters(slot); err != nil {
+		return fmt.Errorf("activate %s: %w", guestID, err)
+	}
+	// Attach first: with no configuration for the vNIC yet the programs
+	// pass everything, so traffic flows on untouched until the next step
+	// switches protection on in one map update.
+	if err := m.dp.Attach(ifindex); err != nil {
+		return fmt.Errorf("activate %s: %w", guestID, err)
+	}
+	undo = append(undo, func() error { return m.dp.Detach(ifindex) })
+	now := time.Now()
+	g := &guest{ID: guestID, VNIC: vnic, Ifindex: ifindex, Slot: slot, Policy: pol, Installed: installed,
+		ActivatedAt: now, UpdatedAt: now, compiled: compiled}
+	if err := m.dp.SetVNIC(ifindex, m.config(g, datapath.Monotonic()+time.Duration(pol.PickupGrace))); err != nil {
+		return fmt.Errorf("activate %s: %w", guestID, err)
+	}
+	undo = append(undo, func() error { return m.dp.DeleteVNIC(ifindex) })
+	m.guests[guestID] = g
+	if err := m.save(); err != nil {
+		delete(m.guests, guestID)
+		return fmt.Errorf("activate %s: %w", guestID, err)
+	}
+	m.log.WithFields(logrus.Fields{"guest": guestID, "vnic": vnic, "ifindex": ifindex, "slot": slot,
+		"rules": len(pol.Rules), "mode": pol.Mode, "policy_id": id}).Info("guest protected")
+	return nil
+}
+
+func (m *Manager) config(g *guest, pickupUntil time.Duration) datapath.GuestConfig {
+	return datapath.GuestConfig{Slot: g.Slot, Policy: g.Installed, Rules: g.Policy, PickupUntil: pickupUntil, Inspect: inspect(g.Policy)}
+}
+
+// UpdatePolicy swaps a protected guest's policy atomically: a packet is
+// judged by the old rules or the new ones, never a mix. Existing flows are
+// judged again under the new rules at their next packet.
+func (m *Manager) UpdatePolicy(guestID string, pol *policy.Policy) error {
+	if err := pol.Normalize(); err != nil {
+		return fmt.Errorf("update %s: %w", guestID, err)
+	}
+	compiled, err := policy.Compile(pol)
+	if err != nil {
+		return fmt.Errorf("update %s: %w", guestID, err)
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g, ok := m.guests[guestID]
+	if !ok {
+		return fmt.Errorf("update %s: %w", guestID, ErrNotFound)
+	}
+	id := m.nextPolicyID
+	m.nextPolicyID++
+	installed, err := m.dp.InstallPolicy(id, compiled)
+	if err != nil {
+		return fmt.Errorf("update %s: %w", guestID, err)
+	}
+	resized := pol.MaxTCP != g.Policy.MaxTCP || pol.MaxUDP != g.Policy.MaxUDP
+	if resized {
+		if err := m.dp.ResizeTables(g.Slot, pol.MaxTCP, pol.MaxUDP); err != nil {
+			return errors.Join(fmt.Errorf("update %s: %w", guestID, err), m.dp.RemovePolicy(installed, compiled))
+		}
+	}
+	old, oldCompiled := g.Installed, g.compiled
+	next := *g
+	next.Policy, next.Installed, next.compiled, next.UpdatedAt = pol, installed, compiled, time.Now()
+	pickup := time.Duration(0)
+	if resized {
+		// Entries made in the old tables while they were copied are
+		// adopted mid-stream instead of being judged invalid.
+		pickup = datapath.Monotonic() + 10*time.Second
+	}
+	if err := m.dp.SetVNIC(g.Ifindex, m.config(&next, pickup)); err != nil {
+		return errors.Join(fmt.Errorf("update %s: %w", guestID, err), m.dp.RemovePolicy(installed, compiled))
+	}
+	*g = next
+	// No packet may still be reading the old policy when its space is
+	// reused.
+	if err := m.dp.Barrier(); err != nil {
+		m.log.WithError(err).Error("barrier after policy swap; keeping the old policy's space")
+	} else if err := m.dp.RemovePolicy(old, oldCompiled); err != nil {
+		m.log.WithError(err).WithField("guest", guestID).Warn("removing the previous policy")
+	}
+	if err := m.save(); err != nil {
+		return fmt.Errorf("update %s: %w", guestID, err)
+	}
+	m.log.WithFields(logrus.Fields{"guest": guestID, "rules": len(pol.Rules), "mode": pol.Mode, "policy_id": id}).Info("guest policy updated")
+	return nil
+}
+
+// Deactivate stops protecting a guest. Its vNIC's configuration goes first,
+// so from that instant its packets pass untouched; the rest is cleanup.
+func (m *Manager) Deactivate(guestID string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	g, ok := m.guests[guestID]
+	if !ok {
+		return fmt.Errorf("deactivate %s: %w", guestID, ErrNotFound)
+	}
+	var errs []error
+	if err := m.dp.DeleteVNIC(g.Ifindex); err != nil {
+		return fmt.Errorf("deactivate %s: %w", guestID, err)
+	}
+	errs = append(errs, m.dp.Detach(g.Ifindex))
+	if err := m.dp.Barrier(); err != nil {
+		errs = append(errs, err)
+	} else {
+		errs = append(errs, m.dp.RemovePolicy(g.Installed, g.compiled))
+	}
+	errs = append(errs, m.dp.DeleteTables(g.Slot))
+	delete(m.guests, guestID)
+	m.slots[g.Slot] = false
+	errs = append(errs, m.save())
+	m.log.WithFields(logrus.Fields{"guest": guestID, "vnic": g.VNIC}).Info("guest unprotected")
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("deactivate %s: %w", guestID, err)
+	}
+	return nil
+}
+
+// Restore takes over what an earlier fastpathd left: its guests (from the
+// state file), their kernel structures (pinned), and its links, which are
+// pointed at this process's programs. Kernel objects no guest accounts for
+// are removed.
+func (m *Manager) Restore() error {
+	var errs []error
+	data, err := os.ReadFile(m.cfg.StateFile)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+	case err != nil:
+		return fmt.Errorf("restore: %w", err)
+	default:
+		var st stateFile
+		if err := json.Unmarshal(data, &st); err != nil {
+			return fmt.Errorf("restore: state file %s: %w", m.cfg.StateFile, err)
+		}
+		errs = append(errs, m.restoreGuests(&st))
+	}
+	errs = append(errs, m.dp.Reattach(), m.removeOrphans())
+	m.log.WithField("guests", m.Count()).Info("restored protected guests")
+	return errors.Join(errs...)
+}
+
+func (m *Manager) restoreGuests(st *stateFile) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if st.NextPolicyID > m.nextPolicyID {
+		m.nextPolicyID = st.NextPolicyID
+	}
+	var errs []error
+	for _, g := range st.Guests {
+		if err := m.restoreGuest(g); err != nil {
+			errs = append(errs, fmt.Errorf("restore %s: %w", g.ID, err))
+			continue
+		}
+		m.guests[g.ID] = g
+		m.slots[g.Slot] = true
+	}
+	return errors.Join(errs...)
+}
+
+// Count is the number of protected guests.
+func (m *Manager) Count() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.guests)
+}
+
+func (m *Manager) restoreGuest(g *guest) error {
+	if g.Policy == nil || g.Installed == nil || g.Slot >= datapath.MaxGuests {
+		return errors.New("incomplete record")
+	}
+	if err := g.Policy.Normalize(); err != nil {
+		return err
+	}
+	c, err := policy.Compile(g.Policy)
+	if err != nil {
+		return err
+	}
+	if c.EntryCount() != g.Installed.Entries {
+		return fmt.Errorf("policy %d compiles to %d entries, %d installed: built by another version", g.Installed.ID, c.EntryCount(), g.Installed.Entries)
+	}
+	g.compiled = c
+	return m.dp.ReservePolicy(g.Installed)
+}
+
+// removeOrphans detaches links and deletes vNIC entries and tables that no
+// restored guest owns (a crash between steps of an activation).
+func (m *Manager) removeOrphans() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	owned := map[int]bool{}
+	slots := map[uint32]bool{}
+	for _, g := range m.guests {
+		owned[g.Ifindex] = true
+		slots[g.Slot] = true
+	}
+	var errs []error
+	vnics, err := m.dp.VNICs()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for ifindex := range vnics {
+		if !owned[ifindex] {
+			errs = append(errs, m.dp.DeleteVNIC(ifindex))
+		}
+	}
+	links, err := m.dp.PinnedLinks()
+	if err != nil {
+		errs = append(errs, err)
+	}
+	for _, l := range links {
+		if !owned[l.Ifindex] {
+			errs = append(errs, m.dp.Detach(l.Ifindex))
+		}
+	}
+	for slot := uint32(0); slot < datapath.MaxGuests; slot++ {
+		if !slots[slot] {
+			errs = append(errs, m.dp.DeleteTables(slot))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Run sweeps idle connections every SweepEvery until ctx ends.
+func (m *Manager) Run(ctx context.Context) {
+	t := time.NewTicker(m.cfg.SweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			m.SweepOnce()
+		}
+	}
+}
+
+// SweepOnce expires idle connections of every guest now.
+func (m *Manager) SweepOnce() {
+	m.mu.Lock()
+	gs := make([]*guest, 0, len(m.guests))
+	for _, g := range m.guests {
+		gs = append(gs, g)
+	}
+	m.mu.Unlock()
+	for _, g := range gs {
+		to := timeouts(g.Policy)
+		if _, _, removed, err := m.dp.Sweep(g.Slot, to, datapath.Monotonic()); err != nil {
+			m.log.WithError(err).WithField("guest", g.ID).Warn("connection sweep failed")
+		} else if removed > 0 {
+			m.log.WithFields(logrus.Fields{"guest": g.ID, "expired": removed}).Debug("expired idle connections")
+		}
+	}
+}
+
+func timeouts(p *policy.Policy) datapath.Timeouts {
+	t := p.Timeouts
+	return func(proto uint8, state string) time.Duration {
+		switch proto {
+		case 6:
+			switch state {
+			case "SYN_SENT", "SYN_RECV":
+				return time.Duration(t.TCPSyn)
+			case "ESTABLISHED":
+				return time.Duration(t.TCPEstablished)
+			case "FIN_WAIT":
+				return time.Duration(t.TCPFinWait)
+			case "CLOSE_WAIT":
+				return time.Duration(t.TCPCloseWait)
+			case "TIME_WAIT":
+				return time.Duration(t.TCPTimeWait)
+			}
+			return time.Duration(t.TCPClosed)
+		case 17:
+			if state == "REPLIED" {
+				return time.Duration(t.UDPReplied)
+			}
+			return time.Duration(t.UDP)
+		case 1, 58:
+			return time.Duration(t.ICMP)
+		}
+		return time.Duration(t.Other)
+	}
+}
+
+// SlotName returns the guest holding slot, for events.
+func (m *Manager) SlotName(slot uint32) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, g := range m.guests {
+		if g.Slot == slot {
+			return g.ID
+		}
+	}
+	return fmt.Sprintf("slot%d", slot)
+}
