@@ -263,6 +263,22 @@ func (s *Server) warnWhileUnbound(ctx context.Context) {
 // Session is the bound session, or nil.
 func (s *Server) Session() *channel.Session { return s.tracker.Session() }
 
+// ErrNotBound is returned by Publish while no slow path is bound.
+var ErrNotBound = errors.New("no slow path bound")
+
+// Publish sends events to the bound slow path.
+func (s *Server) Publish(recs ...channel.EventRecord) error {
+	sess := s.tracker.Session()
+	if sess == nil {
+		return ErrNotBound
+	}
+	p, err := channel.AppendEventBatch(nil, recs)
+	if err != nil {
+		return err
+	}
+	return sess.Send(channel.TypeEventBatch, p)
+}
+
 // Status reports the binding for `fastpathd status`; the deep-inspection
 // engines the binding does not provide are reported offline.
 func (s *Server) Status() channel.BindingStatus {

@@ -11,6 +11,7 @@ import (
 	"github.com/palisade/palisade/fastpath/datapath"
 	"github.com/palisade/palisade/fastpath/events"
 	"github.com/palisade/palisade/fastpath/guests"
+	"github.com/palisade/palisade/fastpath/heap"
 	"github.com/palisade/palisade/fastpath/localapi"
 	"github.com/palisade/palisade/fastpath/policy"
 )
@@ -89,6 +90,20 @@ func (c *Client) Events(ctx context.Context, guest string, limit int) ([]events.
 	}
 	err := c.lc.Do(ctx, http.MethodGet, "/v1/events?"+q.Encode(), nil, &out)
 	return out, err
+}
+
+// Heap returns the memory budget.
+func (c *Client) Heap(ctx context.Context) (heap.Report, error) {
+	var r heap.Report
+	err := c.lc.Do(ctx, http.MethodGet, "/v1/heap", nil, &r)
+	return r, err
+}
+
+// SetHeap changes the memory budget ("512MiB").
+func (c *Client) SetHeap(ctx context.Context, max string) (heap.Report, error) {
+	var r heap.Report
+	err := c.lc.Do(ctx, http.MethodPut, "/v1/heap", HeapRequest{Max: max}, &r)
+	return r, err
 }
 
 // Status returns the slow-path binding's status.

@@ -12,6 +12,7 @@ import (
 	"github.com/palisade/palisade/fastpath/datapath"
 	"github.com/palisade/palisade/fastpath/events"
 	"github.com/palisade/palisade/fastpath/guests"
+	"github.com/palisade/palisade/fastpath/heap"
 	"github.com/palisade/palisade/fastpath/localapi"
 	"github.com/palisade/palisade/fastpath/policy"
 )
@@ -31,6 +32,13 @@ type Server struct {
 	Guests  *guests.Manager
 	Events  *events.Aggregator
 	Binding func() channel.BindingStatus
+	Heap    func() (heap.Report, error)
+	SetHeap func(max uint64) error
+}
+
+// HeapRequest changes the budget.
+type HeapRequest struct {
+	Max string `json:"max"` // "512MiB" or a byte count
 }
 
 // Handler returns the API's routes.
@@ -71,6 +79,28 @@ func (s *Server) Handler() http.Handler {
 			conns = []datapath.Conn{}
 		}
 		respond(w, http.StatusOK, conns, err)
+	})
+	mux.HandleFunc("GET /v1/heap", func(w http.ResponseWriter, _ *http.Request) {
+		r, err := s.Heap()
+		respond(w, http.StatusOK, r, err)
+	})
+	mux.HandleFunc("PUT /v1/heap", func(w http.ResponseWriter, r *http.Request) {
+		var req HeapRequest
+		if err := readJSON(w, r, &req); err != nil {
+			localapi.WriteError(w, http.StatusBadRequest, "bad_request", err)
+			return
+		}
+		max, err := heap.ParseSize(req.Max)
+		if err != nil {
+			localapi.WriteError(w, http.StatusBadRequest, "bad_request", err)
+			return
+		}
+		if err := s.SetHeap(max); err != nil {
+			respond(w, 0, nil, err)
+			return
+		}
+		rep, err := s.Heap()
+		respond(w, http.StatusOK, rep, err)
 	})
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		limit, err := intParam(r, "limit", 100)
@@ -161,7 +191,13 @@ func respond(w http.ResponseWriter, status int, v any, err error) {
 	}
 	var perr *policy.Error
 	var pool *datapath.PoolFullError
+	var ex *heap.ExhaustedError
+	var below *heap.BelowReservedError
 	switch {
+	case errors.As(err, &ex):
+		localapi.WriteError(w, http.StatusInsufficientStorage, "heap_exhausted", err)
+	case errors.As(err, &below):
+		localapi.WriteError(w, http.StatusConflict, "heap_below_reserved", err)
 	case errors.As(err, &perr):
 		localapi.WriteError(w, http.StatusBadRequest, "invalid_policy", err)
 	case errors.Is(err, guests.ErrNotFound):

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sync"
 
 	"github.com/cilium/ebpf"
@@ -32,6 +33,24 @@ type Config struct {
 	// the ring buffer per CPU (defaults 1000/s, burst 200).
 	EventsPerSec uint32
 	EventBurst   uint32
+}
+
+// spec is the datapath's collection sized by cfg (defaults filled in).
+func (cfg *Config) spec() (*ebpf.CollectionSpec, error) {
+	if cfg.WordPool == 0 {
+		cfg.WordPool = 1 << 20
+	}
+	if cfg.RulePool == 0 {
+		cfg.RulePool = 1 << 18
+	}
+	spec, err := loadDp()
+	if err != nil {
+		return nil, fmt.Errorf("datapath: load spec: %w", err)
+	}
+	spec.Maps["words"].MaxEntries = cfg.WordPool
+	spec.Maps["rules"].MaxEntries = cfg.RulePool
+	spec.Maps["rule_hits"].MaxEntries = cfg.RulePool
+	return spec, nil
 }
 
 // Datapath is the loaded programs and maps.
@@ -74,12 +93,6 @@ func Open(cfg Config) (*Datapath, error) {
 	if cfg.PinDir == "" {
 		return nil, errors.New("datapath: no pin directory")
 	}
-	if cfg.WordPool == 0 {
-		cfg.WordPool = 1 << 20
-	}
-	if cfg.RulePool == 0 {
-		cfg.RulePool = 1 << 18
-	}
 	if cfg.EventsPerSec == 0 {
 		cfg.EventsPerSec = 1000
 	}
@@ -97,13 +110,10 @@ func Open(cfg Config) (*Datapath, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("datapath: %w", err)
 	}
-	spec, err := loadDp()
+	spec, err := cfg.spec()
 	if err != nil {
-		return nil, fmt.Errorf("datapath: load spec: %w", err)
+		return nil, err
 	}
-	spec.Maps["words"].MaxEntries = cfg.WordPool
-	spec.Maps["rules"].MaxEntries = cfg.RulePool
-	spec.Maps["rule_hits"].MaxEntries = cfg.RulePool
 	d := &Datapath{cfg: cfg, words: newPool(cfg.WordPool), rules: newPool(cfg.RulePool)}
 	err = spec.LoadAndAssign(&d.objs, &ebpf.CollectionOptions{Maps: ebpf.MapOptions{PinPath: cfg.PinDir}})
 	if err != nil {
@@ -170,4 +180,102 @@ func (d *Datapath) Barrier() error {
 		return fmt.Errorf("barrier: %w", err)
 	}
 	return nil
+}
+
+// maps lists the datapath's own maps by name.
+func (d *Datapath) maps() map[string]*ebpf.Map {
+	out := map[string]*ebpf.Map{}
+	v := reflect.ValueOf(&d.objs.dpMaps).Elem()
+	for i := 0; i < v.NumField(); i++ {
+		if m, ok := v.Field(i).Interface().(*ebpf.Map); ok && m != nil {
+			out[v.Type().Field(i).Tag.Get("ebpf")] = m
+		}
+	}
+	return out
+}
+
+// memlockOf is what the kernel charges for m. The kernel reports an empty
+// trie or unpreallocated hash as 0, which cilium/ebpf cannot tell from "not
+// reported"; heap.Measure refuses kernels that do not report at all, so 0
+// is read as 0.
+func memlockOf(m *ebpf.Map) (uint64, error) {
+	info, err := m.Info()
+	if err != nil {
+		return 0, err
+	}
+	v, _ := info.Memlock()
+	return v, nil
+}
+
+// dimMaps are the classification tries, whose memory grows with policies.
+var dimMaps = map[string]bool{"dim_src4": true, "dim_dst4": true, "dim_src6": true, "dim_dst6": true, "dim_sport": true, "dim_dport": true}
+
+// BaseMemory is what the kernel charges for the datapath's own maps,
+// including the entries of the vNIC map but not the classification tries
+// (whose entries belong to guests' policies).
+func (d *Datapath) BaseMemory() (uint64, error) {
+	var n uint64
+	for name, m := range d.maps() {
+		if dimMaps[name] {
+			continue
+		}
+		v, err := memlockOf(m)
+		if err != nil {
+			return 0, fmt.Errorf("map %s: %w", name, err)
+		}
+		n += v
+	}
+	return n, nil
+}
+
+// VNICCount is the number of protected vNICs in the kernel.
+func (d *Datapath) VNICCount() (int, error) {
+	v, err := d.VNICs()
+	return len(v), err
+}
+
+// KernelMemory is everything the kernel charges for the datapath: its own
+// maps, the classification tries and every guest's connection tables.
+func (d *Datapath) KernelMemory() (uint64, error) {
+	var n uint64
+	for name, m := range d.maps() {
+		v, err := memlockOf(m)
+		if err != nil {
+			return 0, fmt.Errorf("map %s: %w", name, err)
+		}
+		n += v
+	}
+	for slot := uint32(0); slot < MaxGuests; slot++ {
+		for _, outer := range []*ebpf.Map{d.objs.ConnTcp, d.objs.ConnOther} {
+			var inner *ebpf.Map
+			if err := outer.Lookup(slot, &inner); err != nil || inner == nil {
+				continue
+			}
+			v, err := memlockOf(inner)
+			inner.Close()
+			if err != nil {
+				return 0, fmt.Errorf("guest slot %d table: %w", slot, err)
+			}
+			n += v
+		}
+	}
+	return n, nil
+}
+
+// MeasureBase loads the datapath unpinned, reports BaseMemory for cfg's
+// sizes, and unloads it: what a host will need before any guest.
+func MeasureBase(cfg Config) (uint64, error) {
+	spec, err := cfg.spec()
+	if err != nil {
+		return 0, err
+	}
+	for _, m := range spec.Maps {
+		m.Pinning = ebpf.PinNone
+	}
+	d := &Datapath{cfg: cfg}
+	if err := spec.LoadAndAssign(&d.objs, nil); err != nil {
+		return 0, fmt.Errorf("load unpinned datapath: %w", err)
+	}
+	defer d.objs.Close()
+	return d.BaseMemory()
 }

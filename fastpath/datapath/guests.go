@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"runtime"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -25,7 +26,11 @@ func TableCapacity(n uint32) uint32 { return n + lruSlack }
 const (
 	ConnKeySize   = 40
 	ConnValueSize = 72
+	DimValueSize  = 40 // a classification-trie value (struct dim_val)
 )
+
+// VNICValueSize is the size of a protected vNIC's configuration entry.
+var VNICValueSize = int(unsafe.Sizeof(dpGuestCfg{}))
 
 // CreateTables gives guest slot its own TCP and other-protocol connection
 // tables. A flood in one guest can only evict that guest's entries.

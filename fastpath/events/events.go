@@ -18,6 +18,7 @@ import (
 // between First and Last.
 type Record struct {
 	Guest     string    `json:"guest"`
+	Message   string    `json:"message,omitempty"` // control-plane events say what happened in words
 	Kind      string    `json:"kind"`
 	Reason    string    `json:"reason,omitempty"`
 	RuleID    uint32    `json:"rule_id"`
@@ -107,6 +108,15 @@ func (a *Aggregator) Add(e datapath.Event, wall time.Time) {
 		Dport: e.Dport, Tap: e.Tap, State: e.State, Count: 1, First: wall, Last: wall}
 }
 
+// Note records a control-plane event (a guest refused for lack of memory,
+// say) in the history at once, logged like the datapath's.
+func (a *Aggregator) Note(r Record) {
+	a.mu.Lock()
+	a.total++
+	a.mu.Unlock()
+	a.keepAndPublish([]Record{r})
+}
+
 // Flush ends the current window: every folded record is logged once, kept,
 // and published.
 func (a *Aggregator) Flush() {
@@ -116,6 +126,12 @@ func (a *Aggregator) Flush() {
 		recs = append(recs, *r)
 	}
 	a.pending = map[foldKey]*Record{}
+	a.mu.Unlock()
+	a.keepAndPublish(recs)
+}
+
+func (a *Aggregator) keepAndPublish(recs []Record) {
+	a.mu.Lock()
 	for _, r := range recs {
 		if len(a.history) < a.keep {
 			a.history = append(a.history, r)

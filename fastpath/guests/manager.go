@@ -15,6 +15,7 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/palisade/palisade/fastpath/datapath"
+	"github.com/palisade/palisade/fastpath/heap"
 	"github.com/palisade/palisade/fastpath/policy"
 )
 
@@ -36,6 +37,12 @@ type Config struct {
 	// Links resolves vNIC names in fastpathd's network namespace; nil
 	// means the process's own.
 	Links *netlink.Handle
+	// Budget admits guests by the memory they will use (Costs says how
+	// much); nil accounts nothing. OnProtectionFailed hears of every guest
+	// refused for lack of memory.
+	Budget             *heap.Budget
+	Costs              heap.Costs
+	OnProtectionFailed func(*heap.ExhaustedError)
 }
 
 // Manager tracks the protected guests.
@@ -155,8 +162,14 @@ func (m *Manager) Activate(guestID, vnic string, pol *policy.Policy) (err error)
 	if err != nil {
 		return fmt.Errorf("activate %s: %w", guestID, err)
 	}
+	// Memory first: a guest that does not fit is refused before anything
+	// of it exists, and no other guest is touched.
+	if err := m.reserve(guestID, pol, compiled); err != nil {
+		return fmt.Errorf("activate %s: %w", guestID, err)
+	}
 	slot, err := m.allocSlot()
 	if err != nil {
+		m.release(guestID)
 		return fmt.Errorf("activate %s: %w", guestID, err)
 	}
 	var undo []func() error
@@ -168,6 +181,7 @@ func (m *Manager) Activate(guestID, vnic string, pol *policy.Policy) (err error)
 				}
 			}
 			m.slots[slot] = false
+			m.release(guestID)
 		}
 	}()
 
@@ -209,6 +223,29 @@ func (m *Manager) Activate(guestID, vnic string, pol *policy.Policy) (err error)
 	return nil
 }
 
+// reserve admits a guest's memory, or reports and refuses it.
+func (m *Manager) reserve(guestID string, pol *policy.Policy, c *policy.Compiled) error {
+	if m.cfg.Budget == nil {
+		return nil
+	}
+	err := m.cfg.Budget.Reserve(m.cfg.Costs.ForPolicy(guestID, pol, c))
+	var ex *heap.ExhaustedError
+	if errors.As(err, &ex) {
+		m.log.WithFields(logrus.Fields{"guest": guestID, "need_bytes": ex.Need, "free_bytes": ex.Free, "max_bytes": ex.Max}).
+			Error("out of memory, guest protection failed")
+		if m.cfg.OnProtectionFailed != nil {
+			m.cfg.OnProtectionFailed(ex)
+		}
+	}
+	return err
+}
+
+func (m *Manager) release(guestID string) {
+	if m.cfg.Budget != nil {
+		m.cfg.Budget.Release(guestID)
+	}
+}
+
 func (m *Manager) config(g *guest, pickupUntil time.Duration) datapath.GuestConfig {
 	return datapath.GuestConfig{Slot: g.Slot, Policy: g.Installed, Rules: g.Policy, PickupUntil: pickupUntil, Inspect: inspect(g.Policy)}
 }
@@ -230,15 +267,27 @@ func (m *Manager) UpdatePolicy(guestID string, pol *policy.Policy) error {
 	if !ok {
 		return fmt.Errorf("update %s: %w", guestID, ErrNotFound)
 	}
+	// The new policy's memory replaces the old one's; if it does not fit
+	// the guest keeps its current policy.
+	if err := m.reserve(guestID, pol, compiled); err != nil {
+		return fmt.Errorf("update %s: %w", guestID, err)
+	}
+	restore := func() {
+		if m.cfg.Budget != nil {
+			_ = m.cfg.Budget.Reserve(m.cfg.Costs.ForPolicy(guestID, g.Policy, g.compiled))
+		}
+	}
 	id := m.nextPolicyID
 	m.nextPolicyID++
 	installed, err := m.dp.InstallPolicy(id, compiled)
 	if err != nil {
+		restore()
 		return fmt.Errorf("update %s: %w", guestID, err)
 	}
 	resized := pol.MaxTCP != g.Policy.MaxTCP || pol.MaxUDP != g.Policy.MaxUDP
 	if resized {
 		if err := m.dp.ResizeTables(g.Slot, pol.MaxTCP, pol.MaxUDP); err != nil {
+			restore()
 			return errors.Join(fmt.Errorf("update %s: %w", guestID, err), m.dp.RemovePolicy(installed, compiled))
 		}
 	}
@@ -252,6 +301,7 @@ func (m *Manager) UpdatePolicy(guestID string, pol *policy.Policy) error {
 		pickup = datapath.Monotonic() + 10*time.Second
 	}
 	if err := m.dp.SetVNIC(g.Ifindex, m.config(&next, pickup)); err != nil {
+		restore()
 		return errors.Join(fmt.Errorf("update %s: %w", guestID, err), m.dp.RemovePolicy(installed, compiled))
 	}
 	*g = next
@@ -291,6 +341,7 @@ func (m *Manager) Deactivate(guestID string) error {
 	errs = append(errs, m.dp.DeleteTables(g.Slot))
 	delete(m.guests, guestID)
 	m.slots[g.Slot] = false
+	m.release(guestID)
 	errs = append(errs, m.save())
 	m.log.WithFields(logrus.Fields{"guest": guestID, "vnic": g.VNIC}).Info("guest unprotected")
 	if err := errors.Join(errs...); err != nil {
@@ -336,6 +387,11 @@ func (m *Manager) restoreGuests(st *stateFile) error {
 		}
 		m.guests[g.ID] = g
 		m.slots[g.Slot] = true
+		if m.cfg.Budget != nil {
+			// A restored guest keeps its protection even if a smaller
+			// budget is configured now: it is adopted, not re-admitted.
+			m.cfg.Budget.Adopt(m.cfg.Costs.ForPolicy(g.ID, g.Policy, g.compiled))
+		}
 	}
 	return errors.Join(errs...)
 }

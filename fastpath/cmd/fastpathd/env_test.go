@@ -84,7 +84,7 @@ func newEnv(t *testing.T, extra ...string) *env {
 func newEnvBefore(t *testing.T, before func(host *lab.Namespace), extra ...string) *env {
 	t.Helper()
 	l := lab.ForTest(t)
-	site, err := l.Site("esx", 0)
+	site, err := l.Site("esx", 1) // one appliance, for tests that start slowpathd
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,6 +114,22 @@ func newEnvBefore(t *testing.T, before func(host *lab.Namespace), extra ...strin
 		}
 	})
 	return e
+}
+
+// startSlowpathd binds the site's appliance and waits until it is bound.
+func (e *env) startSlowpathd() *lab.Process {
+	e.t.Helper()
+	out := &syncBuf{}
+	p, err := e.lab.StartSlowpathd(e.run, 0, bins.Slowpathd, out)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := p.WaitOutput(ctx, "bound to fast path"); err != nil {
+		e.t.Fatal(err)
+	}
+	return p
 }
 
 // waitUp waits for fastpathd's control socket to answer.

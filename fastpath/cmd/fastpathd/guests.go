@@ -21,13 +21,7 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 	var asJSON bool
 	client := func() *control.Client { return control.NewClient(*socket) }
 	out := func(cmd *cobra.Command, v any, text func(w io.Writer)) error {
-		if asJSON {
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			return enc.Encode(v)
-		}
-		text(cmd.OutOrStdout())
-		return nil
+		return printJSONOr(cmd.OutOrStdout(), asJSON, v, text)
 	}
 	readPolicy := func(path string) (*policy.Policy, error) {
 		data, err := os.ReadFile(path)
@@ -200,6 +194,17 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 		c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 		root.AddCommand(c)
 	}
+}
+
+// printJSONOr prints v as JSON, or as text.
+func printJSONOr(w io.Writer, asJSON bool, v any, text func(w io.Writer)) error {
+	if asJSON {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(v)
+	}
+	text(w)
+	return nil
 }
 
 func sortedKeys(m map[string]uint64) []string {

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -23,6 +24,7 @@ import (
 	"github.com/palisade/palisade/fastpath/datapath"
 	"github.com/palisade/palisade/fastpath/events"
 	"github.com/palisade/palisade/fastpath/guests"
+	"github.com/palisade/palisade/fastpath/heap"
 	"github.com/palisade/palisade/fastpath/localapi"
 )
 
@@ -42,6 +44,8 @@ type options struct {
 	binding          daemon.BindingFlags
 	log              daemon.LogFlags
 	store            storeFlags
+	heapMax          string
+	heapReserve      string
 }
 
 // storeFlags say where the datapath's kernel and file state lives; every
@@ -73,6 +77,8 @@ func main() {
 	f.DurationVar(&o.store.sweepEvery, "sweep-every", 5*time.Second, "how often idle connections are expired")
 	f.Uint32Var(&o.store.wordPool, "rule-bitmap-words", 1<<20, "size of the shared rule-bitmap pool (8 bytes each)")
 	f.Uint32Var(&o.store.rulePool, "rule-slots", 1<<18, "size of the shared rule pool")
+	f.StringVar(&o.heapMax, "heap-max", "256MiB", "memory budget for the datapath and every protected guest")
+	f.StringVar(&o.heapReserve, "heap-reserve", "10MiB", "part of the budget kept for migration state")
 	o.log.Register(f)
 	pf := root.PersistentFlags()
 	pf.StringVar(&o.controlSocket, "control-socket", defaultControlSocket, "local control socket")
@@ -82,7 +88,7 @@ func main() {
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return run(o) }
 	root.AddCommand(daemon.StatusCommand(&o.controlSocket))
 	addGuestCommands(root, &o.controlSocket)
-	root.AddCommand(uninstallCommand(&o))
+	root.AddCommand(uninstallCommand(&o), heapCommand(&o))
 	daemon.Main(root)
 }
 
@@ -122,7 +128,27 @@ func run(o options) error {
 		return err
 	}
 	defer dp.Close() // pins stay: the datapath keeps enforcing while we are down
-	mgr, err := guests.New(guests.Config{Datapath: dp, StateFile: o.store.stateFile(), Log: log, SweepEvery: o.store.sweepEvery})
+	budget, costs, err := openBudget(o, dp)
+	if err != nil {
+		return err
+	}
+	log.WithFields(logrus.Fields{"max": o.heapMax, "reserve": o.heapReserve, "entry_bytes": costs.EntryBytes,
+		"bucket_bytes": costs.BucketBytes, "table_fixed_bytes": costs.TableFixed}).Info("heap budget measured from the kernel")
+	var (
+		srv *bindserver.Server
+		agg *events.Aggregator
+	)
+	protectionFailed := func(ex *heap.ExhaustedError) {
+		body, _ := json.Marshal(map[string]any{"guest": ex.Guest, "need_bytes": ex.Need, "free_bytes": ex.Free,
+			"max_bytes": ex.Max, "message": "out of memory, guest protection failed"})
+		now := time.Now()
+		agg.Note(events.Record{Guest: ex.Guest, Kind: "guest_protection_failed", Message: ex.Error(), Count: 1, First: now, Last: now})
+		if err := srv.Publish(channel.EventRecord{Kind: channel.EventGuestProtectionFailed, UnixNano: now.UnixNano(), Body: body}); err != nil {
+			log.WithError(err).WithField("guest", ex.Guest).Warn("could not tell the slow path that guest protection failed")
+		}
+	}
+	mgr, err := guests.New(guests.Config{Datapath: dp, StateFile: o.store.stateFile(), Log: log, SweepEvery: o.store.sweepEvery,
+		Budget: budget, Costs: costs, OnProtectionFailed: protectionFailed})
 	if err != nil {
 		return err
 	}
@@ -131,7 +157,7 @@ func run(o options) error {
 		// reported, and the agent will activate them again.
 		log.WithError(err).Error("some guests could not be restored")
 	}
-	srv, err := bindserver.New(bindserver.Config{
+	srv, err = bindserver.New(bindserver.Config{
 		Self:     channel.Identity{Version: channel.Current(), Revision: channel.ProtocolRevision, Capabilities: capabilities, ID: o.hostID},
 		Secret:   secret,
 		Endpoint: ep.String(), Timing: o.binding.Timing, UnboundWarnEvery: o.unboundWarnEvery,
@@ -148,14 +174,21 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	agg := events.New(events.Config{Name: mgr.SlotName, Log: log})
+	agg = events.New(events.Config{Name: mgr.SlotName, Log: log})
 
 	ctx, stop := daemon.SignalContext()
 	defer stop()
 	log.WithFields(logrus.Fields{"version": channel.Current().String(), "revision": channel.ProtocolRevision,
 		"control_socket": o.controlSocket, "pin_dir": o.store.pinDir(), "guests": mgr.Count()}).Info("fastpathd starting")
 
-	api := &control.Server{Guests: mgr, Events: agg, Binding: srv.Status}
+	api := &control.Server{Guests: mgr, Events: agg, Binding: srv.Status, SetHeap: budget.SetMax,
+		Heap: func() (heap.Report, error) {
+			r := budget.Snapshot()
+			r.Costs = costs
+			var err error
+			r.KernelMeasured, err = dp.KernelMemory()
+			return r, err
+		}}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return localapi.Serve(gctx, o.controlSocket, api.Handler()) })

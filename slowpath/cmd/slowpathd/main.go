@@ -79,7 +79,8 @@ func run(o options) error {
 		Dial:     func(ctx context.Context) (net.Conn, error) { return ep.Dial(ctx, source) },
 		Secret:   func() ([]byte, error) { return channel.ReadSecretFile(o.binding.SecretFile) },
 		Timing:   o.binding.Timing, BackoffMax: o.backoffMax,
-		Log: log,
+		Log:     log,
+		Handler: &fastPathEvents{log: log},
 	})
 	if err != nil {
 		return err

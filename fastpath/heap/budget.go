@@ -1,0 +1,200 @@
+package heap
+
+import (
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Defaults, after the appliance Palisade is modelled on (seed 000): a 256 MB
+// heap, 10 MB of which are kept for migration state.
+const (
+	DefaultMax     = 256 << 20
+	DefaultReserve = 10 << 20
+)
+
+// ExhaustedError refuses a guest whose reservation does not fit.
+type ExhaustedError struct {
+	Guest string
+	Need  uint64
+	Free  uint64
+	Max   uint64
+}
+
+func (e *ExhaustedError) Error() string {
+	return fmt.Sprintf("out of memory, guest protection failed: guest %s needs %s, %s free of %s (raise it with: fastpathd heap set SIZE)",
+		e.Guest, FormatSize(e.Need), FormatSize(e.Free), FormatSize(e.Max))
+}
+
+// BelowReservedError refuses to shrink the budget under what is reserved.
+type BelowReservedError struct{ Max, Reserved uint64 }
+
+func (e *BelowReservedError) Error() string {
+	return fmt.Sprintf("cannot set the heap to %s: %s is reserved (base, migration reserve and guests); deactivate guests first",
+		FormatSize(e.Max), FormatSize(e.Reserved))
+}
+
+// Failure records a refused reservation.
+type Failure struct {
+	Guest string    `json:"guest"`
+	Need  uint64    `json:"need_bytes"`
+	Free  uint64    `json:"free_bytes"`
+	At    time.Time `json:"at"`
+}
+
+// Budget is the host's memory budget and who holds what.
+type Budget struct {
+	mu       sync.Mutex
+	max      uint64
+	reserve  uint64 // migration state
+	base     uint64 // the datapath's own maps
+	guests   map[string]Reservation
+	failures uint64
+	last     *Failure
+}
+
+// NewBudget starts a budget of max bytes, of which reserve is kept for
+// migration state and base is the datapath's own (measured) memory.
+func NewBudget(max, reserve, base uint64) (*Budget, error) {
+	if reserve+base > max {
+		return nil, fmt.Errorf("heap of %s cannot hold the datapath (%s) and the migration reserve (%s)",
+			FormatSize(max), FormatSize(base), FormatSize(reserve))
+	}
+	return &Budget{max: max, reserve: reserve, base: base, guests: map[string]Reservation{}}, nil
+}
+
+func (b *Budget) freeLocked() uint64 {
+	if r := b.reservedLocked(); r < b.max {
+		return b.max - r
+	}
+	return 0
+}
+
+func (b *Budget) reservedLocked() uint64 {
+	n := b.reserve + b.base
+	for _, r := range b.guests {
+		n += r.Total
+	}
+	return n
+}
+
+// Reserve admits r for its guest, replacing what the guest held before (a
+// policy change), or refuses it with an *ExhaustedError and records the
+// failure. A refused guest keeps what it had.
+func (b *Budget) Reserve(r Reservation) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	held := b.guests[r.Guest].Total
+	free := b.freeLocked() + held
+	if r.Total > free {
+		b.failures++
+		b.last = &Failure{Guest: r.Guest, Need: r.Total, Free: free, At: time.Now()}
+		return &ExhaustedError{Guest: r.Guest, Need: r.Total, Free: free, Max: b.max}
+	}
+	b.guests[r.Guest] = r
+	return nil
+}
+
+// Adopt records a reservation without admission: for guests a restarted
+// fastpathd finds already protected. Free may go negative in effect; the
+// report shows it and new guests are refused until it recovers.
+func (b *Budget) Adopt(r Reservation) {
+	b.mu.Lock()
+	b.guests[r.Guest] = r
+	b.mu.Unlock()
+}
+
+// Release returns a guest's reservation.
+func (b *Budget) Release(guest string) {
+	b.mu.Lock()
+	delete(b.guests, guest)
+	b.mu.Unlock()
+}
+
+// SetMax changes the budget at runtime; it refuses to go below what is
+// reserved.
+func (b *Budget) SetMax(max uint64) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r := b.reservedLocked(); max < r {
+		return &BelowReservedError{Max: max, Reserved: r}
+	}
+	b.max = max
+	return nil
+}
+
+// Report is the budget as `fastpathd heap` prints it.
+type Report struct {
+	Max         uint64        `json:"max_bytes"`
+	Reserved    uint64        `json:"reserved_bytes"`
+	Free        uint64        `json:"free_bytes"`
+	Base        uint64        `json:"datapath_base_bytes"`
+	Reserve     uint64        `json:"migration_reserve_bytes"`
+	Guests      []Reservation `json:"guests"`
+	Failures    uint64        `json:"failed_reservations"`
+	LastFailure *Failure      `json:"last_failure,omitempty"`
+	// KernelReserved is the part of Reserved the kernel accounts for;
+	// KernelMeasured is what the kernel reports in use for all of the
+	// datapath's maps. They agree when the accounting is right.
+	KernelReserved uint64 `json:"kernel_reserved_bytes"`
+	KernelMeasured uint64 `json:"kernel_measured_bytes"`
+	Costs          Costs  `json:"costs"`
+}
+
+// Snapshot reports the budget; kernelMeasured is filled by the caller.
+func (b *Budget) Snapshot() Report {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := Report{Max: b.max, Base: b.base, Reserve: b.reserve, Reserved: b.reservedLocked(), Failures: b.failures,
+		KernelReserved: b.base}
+	r.Free = b.freeLocked()
+	for _, g := range b.guests {
+		r.Guests = append(r.Guests, g)
+		r.KernelReserved += g.KernelShare
+	}
+	sort.Slice(r.Guests, func(i, j int) bool { return r.Guests[i].Guest < r.Guests[j].Guest })
+	if b.last != nil {
+		f := *b.last
+		r.LastFailure = &f
+	}
+	return r
+}
+
+// ParseSize reads "256MiB", "512MB", "1GiB", "300k" or a byte count. Binary
+// and decimal units mean what they say; single letters are binary.
+func ParseSize(s string) (uint64, error) {
+	t := strings.ToUpper(strings.TrimSpace(s))
+	mult := uint64(1)
+	for _, u := range []struct { // longest suffixes first
+		suffix string
+		mult   uint64
+	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"TIB", 1 << 40},
+		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
+		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}} {
+		if strings.HasSuffix(t, u.suffix) {
+			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
+			break
+		}
+	}
+	v, err := strconv.ParseFloat(t, 64)
+	if err != nil || v < 0 {
+		return 0, fmt.Errorf("size %q: want a number with an optional unit (KiB, MiB, GiB, KB, MB, GB)", s)
+	}
+	return uint64(v * float64(mult)), nil
+}
+
+// FormatSize prints bytes with a binary unit.
+func FormatSize(n uint64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
+	case n >= 1<<20:
+		return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20))
+	case n >= 1<<10:
+		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
+	}
+	return fmt.Sprintf("%d B", n)
+}
