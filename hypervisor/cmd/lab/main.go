@@ -7,9 +7,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	_ "embed"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -117,6 +119,10 @@ func up(out io.Writer, binDir string, hold time.Duration) (err error) {
 	if err := waitBound(ctx, run.FastpathdSock, 10*time.Second); err != nil {
 		return err
 	}
+	demo, err := protectGuest(l, site, run, bins)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(out, "\n== lab up: host %s (vmkernel 169.254.1.1) and appliance %s (169.254.1.10) ==\n",
 		site.Host.Name, site.Appliances[0].Name)
 	for _, s := range []struct{ bin, sock string }{{bins.Fastpathd, run.FastpathdSock}, {bins.Slowpathd, run.SlowpathdSock(0)}} {
@@ -126,7 +132,8 @@ func up(out io.Writer, binDir string, hold time.Duration) (err error) {
 			return fmt.Errorf("%s status: %w", filepath.Base(s.bin), err)
 		}
 	}
-	fmt.Fprintf(out, "\nTry: %s status --control-socket %s\n", bins.Fastpathd, run.FastpathdSock)
+	fmt.Fprint(out, demo)
+	fmt.Fprintf(out, "\nTry: %s stats web1 --control-socket %s\n", bins.Fastpathd, run.FastpathdSock)
 	if hold > 0 {
 		fmt.Fprintf(out, "Tearing down in %s (or Ctrl-C).\n", hold)
 	} else {
@@ -135,6 +142,69 @@ func up(out io.Writer, binDir string, hold time.Duration) (err error) {
 	<-ctx.Done()
 	fmt.Fprintln(out, "\ntearing down...")
 	return nil
+}
+
+//go:embed policies/web.json
+var webPolicy []byte
+
+// protectGuest plugs a guest (web1, 198.51.100.10, serving on ports 80 and
+// 22) and a peer into the vSwitch, protects web1 with policies/web.json
+// through fastpathd's CLI, and shows one connection allowed and one dropped.
+func protectGuest(l *lab.Lab, site *lab.Site, run *lab.HostRun, bins lab.Binaries) (string, error) {
+	guest, err := l.Endpoint(site, "web1", "vnic-web1", 10, nil)
+	if err != nil {
+		return "", err
+	}
+	peer, err := l.Endpoint(site, "peer", "peer0", 20, nil)
+	if err != nil {
+		return "", err
+	}
+	for _, port := range []string{"80", "22"} {
+		ln, err := guest.NS.Listen("tcp", "[::]:"+port)
+		if err != nil {
+			return "", err
+		}
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				fmt.Fprintf(c, "hello from web1:%s\n", port)
+				c.Close()
+			}
+		}()
+	}
+	pol := filepath.Join(run.Dir, "web.json")
+	if err := os.WriteFile(pol, webPolicy, 0o600); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	cli := func(args ...string) error {
+		args = append(args, "--control-socket", run.FastpathdSock)
+		out, err := exec.Command(bins.Fastpathd, args...).CombinedOutput()
+		fmt.Fprintf(&b, "\n$ fastpathd %s\n%s", strings.Join(args[:len(args)-2], " "), out)
+		return err
+	}
+	if err := cli("activate", "web1", "--vnic", "vnic-web1", "--policy", pol); err != nil {
+		return b.String(), err
+	}
+	for _, port := range []string{"80", "22"} {
+		c, err := peer.NS.Dial(&net.Dialer{Timeout: time.Second}, "tcp", "198.51.100.10:"+port)
+		if err != nil {
+			fmt.Fprintf(&b, "\npeer -> web1:%s: %v (dropped by the fast path)\n", port, err)
+			continue
+		}
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		fmt.Fprintf(&b, "\npeer -> web1:%s: %s", port, line)
+	}
+	time.Sleep(1100 * time.Millisecond) // events are folded per second
+	if err := cli("stats", "web1"); err != nil {
+		return b.String(), err
+	}
+	err = cli("events", "--guest", "web1")
+	return b.String(), err
 }
 
 func waitBound(ctx context.Context, sock string, within time.Duration) error {
