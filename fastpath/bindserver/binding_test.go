@@ -455,7 +455,7 @@ func TestMalformedFramesCloseOnlyThatConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	bad, _ := channel.AppendVerdictBatch(nil, []channel.VerdictRecord{{Action: channel.ActionAllow}})
-	bad[len(bad)-2] = 42
+	bad[len(bad)-4] = 42
 	mark := h.logs.mark()
 	if err := c.W.WriteFrame(channel.TypeVerdictBatch, bad); err != nil {
 		t.Fatal(err)

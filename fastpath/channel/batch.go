@@ -154,9 +154,16 @@ type VerdictRecord struct {
 	PacketID uint64
 	Action   Action
 	Flow     FlowDecision
+	// Reply, with ActionReject, is the L3 packet to send the sender instead
+	// of the default TCP reset or ICMP unreachable (a web-reputation block
+	// page). At most maxReply bytes.
+	Reply []byte
 }
 
-const verdictRecordSize = 4 + 8 + 8 + 1 + 1
+const (
+	verdictRecordHeader = 4 + 8 + 8 + 1 + 1 + 2
+	maxReply            = 16 << 10
+)
 
 // AppendVerdictBatch encodes recs as one VERDICT_BATCH payload.
 func AppendVerdictBatch(b []byte, recs []VerdictRecord) ([]byte, error) {
@@ -165,36 +172,56 @@ func AppendVerdictBatch(b []byte, recs []VerdictRecord) ([]byte, error) {
 	}
 	b = appendU16(b, uint16(len(recs)))
 	for _, r := range recs {
+		if len(r.Reply) > maxReply {
+			return b, fmt.Errorf("VERDICT_BATCH packet %d: reply of %d bytes exceeds %d", r.PacketID, len(r.Reply), maxReply)
+		}
 		b = appendU32(b, r.Guest)
 		b = appendU64(b, r.FlowID)
 		b = appendU64(b, r.PacketID)
 		b = append(b, byte(r.Action), byte(r.Flow))
+		b = appendU16(b, uint16(len(r.Reply)))
+		b = append(b, r.Reply...)
 	}
 	return b, nil
 }
 
-// DecodeVerdictBatch decodes a VERDICT_BATCH payload, validating every record.
+// DecodeVerdictBatch decodes a VERDICT_BATCH payload, validating every
+// record before returning any. Replies alias p.
 func DecodeVerdictBatch(p []byte, out []VerdictRecord) ([]VerdictRecord, error) {
 	r := newWireReader("VERDICT_BATCH", p)
 	n := int(r.u16("count"))
 	if n > maxBatch {
 		return out, protoErr("VERDICT_BATCH: %d records exceeds %d", n, maxBatch)
 	}
-	if r.err == nil && len(p)-r.off != n*verdictRecordSize {
-		return out, protoErr("VERDICT_BATCH: %d records need %d bytes, have %d", n, n*verdictRecordSize, len(p)-r.off)
-	}
+	start := len(out)
 	for i := 0; i < n && r.err == nil; i++ {
 		v := VerdictRecord{Guest: r.u32("guest"), FlowID: r.u64("flow id"), PacketID: r.u64("packet id"),
 			Action: Action(r.u8("action")), Flow: FlowDecision(r.u8("flow decision"))}
+		size := int(r.u16("reply length"))
+		if r.err == nil && size > maxReply {
+			return out[:start], protoErr("VERDICT_BATCH record %d: reply of %d bytes exceeds %d", i, size, maxReply)
+		}
+		if size > 0 {
+			v.Reply = r.take(size, "reply")
+		}
+		if r.err != nil {
+			break
+		}
 		if v.Action < ActionAllow || v.Action > ActionReject {
-			return out, protoErr("VERDICT_BATCH record %d: invalid %s", i, v.Action)
+			return out[:start], protoErr("VERDICT_BATCH record %d: invalid %s", i, v.Action)
 		}
 		if v.Flow > FlowBlock {
-			return out, protoErr("VERDICT_BATCH record %d: invalid %s", i, v.Flow)
+			return out[:start], protoErr("VERDICT_BATCH record %d: invalid %s", i, v.Flow)
+		}
+		if len(v.Reply) > 0 && v.Action != ActionReject {
+			return out[:start], protoErr("VERDICT_BATCH record %d: a reply with %s", i, v.Action)
 		}
 		out = append(out, v)
 	}
-	return out, r.done()
+	if err := r.done(); err != nil {
+		return out[:start], err
+	}
+	return out, nil
 }
 
 // EventKind says what an event's JSON body is.

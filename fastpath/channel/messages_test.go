@@ -72,7 +72,8 @@ func TestBatchesRoundTrip(t *testing.T) {
 		t.Fatalf("PuntRecordSize sums to %d, encoding is %d", size, len(p))
 	}
 
-	verdicts := []VerdictRecord{{Guest: 1, FlowID: 10, PacketID: 100, Action: ActionDrop, Flow: FlowBlock}}
+	verdicts := []VerdictRecord{{Guest: 1, FlowID: 10, PacketID: 100, Action: ActionDrop, Flow: FlowBlock},
+		{Guest: 1, FlowID: 11, PacketID: 101, Action: ActionReject, Flow: FlowBlock, Reply: []byte{0x45, 0, 0, 20}}}
 	vb, err := AppendVerdictBatch(nil, verdicts)
 	if err != nil {
 		t.Fatal(err)
@@ -105,9 +106,14 @@ func TestMalformedBatchDeliversNothing(t *testing.T) {
 	}
 
 	bad, _ := AppendVerdictBatch(nil, []VerdictRecord{{Action: ActionAllow}})
-	bad[len(bad)-2] = 9 // action
+	bad[len(bad)-4] = 9 // action
 	if _, err := DecodeVerdictBatch(bad, nil); err == nil || !strings.Contains(err.Error(), "invalid action(9)") {
 		t.Fatalf("invalid action accepted: %v", err)
+	}
+	replyOnAllow, _ := AppendVerdictBatch(nil, []VerdictRecord{{Action: ActionReject, Reply: []byte{1}}})
+	replyOnAllow[len(replyOnAllow)-5] = byte(ActionAllow)
+	if _, err := DecodeVerdictBatch(replyOnAllow, nil); err == nil || !strings.Contains(err.Error(), "a reply with allow") {
+		t.Fatalf("reply with allow accepted: %v", err)
 	}
 	if _, err := AppendPuntBatch(nil, []PuntRecord{{Direction: 7}}); err == nil {
 		t.Fatal("invalid direction encoded")
