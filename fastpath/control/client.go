@@ -14,6 +14,7 @@ import (
 	"github.com/palisade/palisade/fastpath/heap"
 	"github.com/palisade/palisade/fastpath/localapi"
 	"github.com/palisade/palisade/fastpath/policy"
+	"github.com/palisade/palisade/fastpath/punt"
 )
 
 // Client calls a fastpathd's control API.
@@ -104,6 +105,13 @@ func (c *Client) SetHeap(ctx context.Context, max string) (heap.Report, error) {
 	var r heap.Report
 	err := c.lc.Do(ctx, http.MethodPut, "/v1/heap", HeapRequest{Max: max}, &r)
 	return r, err
+}
+
+// Inspection returns the inline inspection path's counters.
+func (c *Client) Inspection(ctx context.Context) (punt.Stats, error) {
+	var st punt.Stats
+	err := c.lc.Do(ctx, http.MethodGet, "/v1/inspection", nil, &st)
+	return st, err
 }
 
 // Status returns the slow-path binding's status.

@@ -15,6 +15,7 @@ import (
 	"github.com/palisade/palisade/fastpath/heap"
 	"github.com/palisade/palisade/fastpath/localapi"
 	"github.com/palisade/palisade/fastpath/policy"
+	"github.com/palisade/palisade/fastpath/punt"
 )
 
 // maxBody bounds a request: a 16,384-rule policy is a few megabytes.
@@ -34,6 +35,8 @@ type Server struct {
 	Binding func() channel.BindingStatus
 	Heap    func() (heap.Report, error)
 	SetHeap func(max uint64) error
+	// Inspection reports the inline inspection path.
+	Inspection func() punt.Stats
 }
 
 // HeapRequest changes the budget.
@@ -79,6 +82,9 @@ func (s *Server) Handler() http.Handler {
 			conns = []datapath.Conn{}
 		}
 		respond(w, http.StatusOK, conns, err)
+	})
+	mux.HandleFunc("GET /v1/inspection", func(w http.ResponseWriter, _ *http.Request) {
+		localapi.WriteJSON(w, http.StatusOK, s.Inspection())
 	})
 	mux.HandleFunc("GET /v1/heap", func(w http.ResponseWriter, _ *http.Request) {
 		r, err := s.Heap()

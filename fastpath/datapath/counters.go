@@ -10,12 +10,13 @@ var counterNames = [...]string{
 	"packets_from_guest", "bytes_from_guest", "packets_to_guest", "bytes_to_guest",
 	"passed", "dropped", "new_connections", "established_hits", "invalid",
 	"pickups", "reclassified", "related_icmp", "bypassed", "tap_would_drop",
-	"table_full", "events_suppressed", "punt_unavailable", "fragments", "port_reuse",
+	"table_full", "events_suppressed", "punted", "tap_copies", "reinjected", "engine_offline",
+	"offloaded_hits", "fragments", "port_reuse",
 }
 
 var dropReasonNames = [...]string{
 	"none", "rule_deny", "default_deny", "invalid_state", "invalid_flags",
-	"malformed", "fragment", "non_ip", "arp", "flow_blocked",
+	"malformed", "fragment", "non_ip", "arp", "flow_blocked", "engine_offline", "punt_failed",
 }
 
 // Counters are a guest's datapath counters, summed over CPUs.

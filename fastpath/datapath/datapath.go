@@ -58,9 +58,10 @@ type Datapath struct {
 	cfg  Config
 	objs dpObjects
 
-	mu    sync.Mutex
-	words *pool
-	rules *pool
+	mu       sync.Mutex
+	words    *pool
+	rules    *pool
+	settings dpSettings
 }
 
 // NotBPFFSError says the pin directory is not on a bpffs.
@@ -126,9 +127,12 @@ func Open(cfg Config) (*Datapath, error) {
 		}
 		return nil, fmt.Errorf("datapath: load: %w", err)
 	}
-	if err := d.objs.SettingsMap.Put(uint32(0), dpSettings{EventsPerSec: cfg.EventsPerSec, EventsBurst: cfg.EventBurst}); err != nil {
+	// Keep what an earlier run set (the punt device), take the new rates.
+	_ = d.objs.SettingsMap.Lookup(uint32(0), &d.settings)
+	d.settings.EventsPerSec, d.settings.EventsBurst = cfg.EventsPerSec, cfg.EventBurst
+	if err := d.putSettings(); err != nil {
 		d.objs.Close()
-		return nil, fmt.Errorf("datapath: settings: %w", err)
+		return nil, err
 	}
 	return d, nil
 }
@@ -154,7 +158,7 @@ func (d *Datapath) Uninstall() error {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, d.objs.Close())
+	errs = append(errs, d.RemovePuntDevice(nil), d.objs.Close())
 	if err := os.RemoveAll(d.cfg.PinDir); err != nil {
 		errs = append(errs, fmt.Errorf("remove %s: %w", d.cfg.PinDir, err))
 	}

@@ -52,6 +52,8 @@ type dpBtfAnchor struct {
 		Initiator  uint8
 		Verdict    uint8
 		Flags      uint8
+		Punted     uint32
+		Returned   uint32
 		Pad        uint32
 	}
 	Event struct {
@@ -81,6 +83,27 @@ type dpBtfAnchor struct {
 	RuleAction   uint32
 	TimeoutIndex uint32
 	_            [4]byte
+	PuntMeta     struct {
+		_        structs.HostLayout
+		Magic    uint32
+		Slot     uint32
+		Ifindex  uint32
+		Dir      uint8
+		Flags    uint8
+		Pad      uint16
+		FlowId   uint64
+		PacketId uint64
+		Key      struct {
+			_          structs.HostLayout
+			GuestAddr  [4]uint32
+			RemoteAddr [4]uint32
+			GuestPort  uint16
+			RemotePort uint16
+			Proto      uint8
+			Family     uint8
+			Pad        uint16
+		}
+	}
 }
 
 type dpConnKey struct {
@@ -107,6 +130,8 @@ type dpConnVal struct {
 	Initiator  uint8
 	Verdict    uint8
 	Flags      uint8
+	Punted     uint32
+	Returned   uint32
 	Pad        uint32
 }
 
@@ -129,11 +154,22 @@ const (
 	dpCounterC_TAP_WOULD_DROP    dpCounter = 13
 	dpCounterC_TABLE_FULL        dpCounter = 14
 	dpCounterC_EVENTS_SUPPRESSED dpCounter = 15
-	dpCounterC_PUNT_UNAVAILABLE  dpCounter = 16
-	dpCounterC_FRAGMENTS         dpCounter = 17
-	dpCounterC_PORT_REUSE        dpCounter = 18
-	dpCounterC_COUNT             dpCounter = 19
+	dpCounterC_PUNTED            dpCounter = 16
+	dpCounterC_TAP_COPIES        dpCounter = 17
+	dpCounterC_REINJECTED        dpCounter = 18
+	dpCounterC_ENGINE_OFFLINE    dpCounter = 19
+	dpCounterC_OFFLOADED_HITS    dpCounter = 20
+	dpCounterC_FRAGMENTS         dpCounter = 21
+	dpCounterC_PORT_REUSE        dpCounter = 22
+	dpCounterC_COUNT             dpCounter = 23
 )
+
+type dpDecisionKey struct {
+	_      structs.HostLayout
+	Slot   uint32
+	Pad    uint32
+	FlowId uint64
+}
 
 type dpDimVal struct {
 	_       structs.HostLayout
@@ -154,17 +190,19 @@ type dpDportKey struct {
 type dpDropReason uint32
 
 const (
-	dpDropReasonDR_NONE          dpDropReason = 0
-	dpDropReasonDR_RULE_DENY     dpDropReason = 1
-	dpDropReasonDR_DEFAULT_DENY  dpDropReason = 2
-	dpDropReasonDR_INVALID_STATE dpDropReason = 3
-	dpDropReasonDR_INVALID_FLAGS dpDropReason = 4
-	dpDropReasonDR_MALFORMED     dpDropReason = 5
-	dpDropReasonDR_FRAGMENT      dpDropReason = 6
-	dpDropReasonDR_NON_IP        dpDropReason = 7
-	dpDropReasonDR_ARP           dpDropReason = 8
-	dpDropReasonDR_FLOW_BLOCKED  dpDropReason = 9
-	dpDropReasonDR_COUNT         dpDropReason = 10
+	dpDropReasonDR_NONE           dpDropReason = 0
+	dpDropReasonDR_RULE_DENY      dpDropReason = 1
+	dpDropReasonDR_DEFAULT_DENY   dpDropReason = 2
+	dpDropReasonDR_INVALID_STATE  dpDropReason = 3
+	dpDropReasonDR_INVALID_FLAGS  dpDropReason = 4
+	dpDropReasonDR_MALFORMED      dpDropReason = 5
+	dpDropReasonDR_FRAGMENT       dpDropReason = 6
+	dpDropReasonDR_NON_IP         dpDropReason = 7
+	dpDropReasonDR_ARP            dpDropReason = 8
+	dpDropReasonDR_FLOW_BLOCKED   dpDropReason = 9
+	dpDropReasonDR_ENGINE_OFFLINE dpDropReason = 10
+	dpDropReasonDR_PUNT_FAILED    dpDropReason = 11
+	dpDropReasonDR_COUNT          dpDropReason = 12
 )
 
 type dpEvent struct {
@@ -202,6 +240,13 @@ const (
 	dpEventKindEV_TABLE_FULL dpEventKind = 4
 	dpEventKindEV_DROP       dpEventKind = 5
 )
+
+type dpFlowDecision struct {
+	_       structs.HostLayout
+	Verdict uint8
+	Pad     [3]uint8
+	Dropped uint32
+}
 
 type dpFlowVerdict uint32
 
@@ -251,8 +296,21 @@ type dpGuestCfg struct {
 
 type dpGuestCounters struct {
 	_     structs.HostLayout
-	C     [19]uint64
-	Drops [10]uint64
+	C     [23]uint64
+	Drops [12]uint64
+}
+
+type dpPuntMeta struct {
+	_        structs.HostLayout
+	Magic    uint32
+	Slot     uint32
+	Ifindex  uint32
+	Dir      uint8
+	Flags    uint8
+	Pad      uint16
+	FlowId   uint64
+	PacketId uint64
+	Key      dpConnKey
 }
 
 type dpRuleAction uint32
@@ -276,6 +334,24 @@ type dpScratch struct {
 	_   structs.HostLayout
 	Nv  dpConnVal
 	Fk  dpFragKey
+	Pkt struct {
+		_        structs.HostLayout
+		Src      [4]uint32
+		Dst      [4]uint32
+		Sport    uint16
+		Dport    uint16
+		L4off    uint32
+		FragId   uint32
+		Proto    uint8
+		Family   uint8
+		TcpFlags uint8
+		Frag     uint8
+		IcmpType uint8
+		IcmpCode uint8
+		IcmpId   uint16
+		IpEnd    uint32
+		Payload  uint32
+	}
 	Alt struct {
 		_        structs.HostLayout
 		Src      [4]uint32
@@ -294,12 +370,18 @@ type dpScratch struct {
 		IpEnd    uint32
 		Payload  uint32
 	}
+	_       [4]byte
+	Meta    dpPuntMeta
+	PuntSeq uint64
 }
 
 type dpSettings struct {
-	_            structs.HostLayout
-	EventsPerSec uint32
-	EventsBurst  uint32
+	_             structs.HostLayout
+	EventsPerSec  uint32
+	EventsBurst   uint32
+	PuntIfindex   uint32
+	SlowpathBound uint32
+	AliveUntilNs  uint64
 }
 
 type dpSportKey struct {
@@ -344,29 +426,32 @@ const (
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	dpMapConnLive     = "conn_live"
-	dpMapConnOther    = "conn_other"
-	dpMapConnTcp      = "conn_tcp"
-	dpMapDimDport     = "dim_dport"
-	dpMapDimDst4      = "dim_dst4"
-	dpMapDimDst6      = "dim_dst6"
-	dpMapDimSport     = "dim_sport"
-	dpMapDimSrc4      = "dim_src4"
-	dpMapDimSrc6      = "dim_src6"
-	dpMapEventBudgets = "event_budgets"
-	dpMapEvents       = "events"
-	dpMapFrags        = "frags"
-	dpMapGuestStats   = "guest_stats"
-	dpMapRcuBarrier   = "rcu_barrier"
-	dpMapRuleHits     = "rule_hits"
-	dpMapRules        = "rules"
-	dpMapScratchMap   = "scratch_map"
-	dpMapSettingsMap  = "settings_map"
-	dpMapVnics        = "vnics"
-	dpMapWords        = "words"
-	dpProgFromGuest   = "from_guest"
-	dpProgToGuest     = "to_guest"
-	dpVarBtfAnchor    = "btf_anchor"
+	dpMapConnLive      = "conn_live"
+	dpMapConnOther     = "conn_other"
+	dpMapConnTcp       = "conn_tcp"
+	dpMapDimDport      = "dim_dport"
+	dpMapDimDst4       = "dim_dst4"
+	dpMapDimDst6       = "dim_dst6"
+	dpMapDimSport      = "dim_sport"
+	dpMapDimSrc4       = "dim_src4"
+	dpMapDimSrc6       = "dim_src6"
+	dpMapEventBudgets  = "event_budgets"
+	dpMapEvents        = "events"
+	dpMapFlowDecisions = "flow_decisions"
+	dpMapFrags         = "frags"
+	dpMapGuestStats    = "guest_stats"
+	dpMapRcuBarrier    = "rcu_barrier"
+	dpMapRuleHits      = "rule_hits"
+	dpMapRules         = "rules"
+	dpMapScratchMap    = "scratch_map"
+	dpMapSettingsMap   = "settings_map"
+	dpMapVnics         = "vnics"
+	dpMapWords         = "words"
+	dpProgFromGuest    = "from_guest"
+	dpProgPuntSink     = "punt_sink"
+	dpProgReinject     = "reinject"
+	dpProgToGuest      = "to_guest"
+	dpVarBtfAnchor     = "btf_anchor"
 )
 
 // loadDp returns the embedded CollectionSpec for dp.
@@ -412,6 +497,8 @@ type dpSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type dpProgramSpecs struct {
 	FromGuest *ebpf.ProgramSpec `ebpf:"from_guest"`
+	PuntSink  *ebpf.ProgramSpec `ebpf:"punt_sink"`
+	Reinject  *ebpf.ProgramSpec `ebpf:"reinject"`
 	ToGuest   *ebpf.ProgramSpec `ebpf:"to_guest"`
 }
 
@@ -419,26 +506,27 @@ type dpProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type dpMapSpecs struct {
-	ConnLive     *ebpf.MapSpec `ebpf:"conn_live"`
-	ConnOther    *ebpf.MapSpec `ebpf:"conn_other"`
-	ConnTcp      *ebpf.MapSpec `ebpf:"conn_tcp"`
-	DimDport     *ebpf.MapSpec `ebpf:"dim_dport"`
-	DimDst4      *ebpf.MapSpec `ebpf:"dim_dst4"`
-	DimDst6      *ebpf.MapSpec `ebpf:"dim_dst6"`
-	DimSport     *ebpf.MapSpec `ebpf:"dim_sport"`
-	DimSrc4      *ebpf.MapSpec `ebpf:"dim_src4"`
-	DimSrc6      *ebpf.MapSpec `ebpf:"dim_src6"`
-	EventBudgets *ebpf.MapSpec `ebpf:"event_budgets"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Frags        *ebpf.MapSpec `ebpf:"frags"`
-	GuestStats   *ebpf.MapSpec `ebpf:"guest_stats"`
-	RcuBarrier   *ebpf.MapSpec `ebpf:"rcu_barrier"`
-	RuleHits     *ebpf.MapSpec `ebpf:"rule_hits"`
-	Rules        *ebpf.MapSpec `ebpf:"rules"`
-	ScratchMap   *ebpf.MapSpec `ebpf:"scratch_map"`
-	SettingsMap  *ebpf.MapSpec `ebpf:"settings_map"`
-	Vnics        *ebpf.MapSpec `ebpf:"vnics"`
-	Words        *ebpf.MapSpec `ebpf:"words"`
+	ConnLive      *ebpf.MapSpec `ebpf:"conn_live"`
+	ConnOther     *ebpf.MapSpec `ebpf:"conn_other"`
+	ConnTcp       *ebpf.MapSpec `ebpf:"conn_tcp"`
+	DimDport      *ebpf.MapSpec `ebpf:"dim_dport"`
+	DimDst4       *ebpf.MapSpec `ebpf:"dim_dst4"`
+	DimDst6       *ebpf.MapSpec `ebpf:"dim_dst6"`
+	DimSport      *ebpf.MapSpec `ebpf:"dim_sport"`
+	DimSrc4       *ebpf.MapSpec `ebpf:"dim_src4"`
+	DimSrc6       *ebpf.MapSpec `ebpf:"dim_src6"`
+	EventBudgets  *ebpf.MapSpec `ebpf:"event_budgets"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	FlowDecisions *ebpf.MapSpec `ebpf:"flow_decisions"`
+	Frags         *ebpf.MapSpec `ebpf:"frags"`
+	GuestStats    *ebpf.MapSpec `ebpf:"guest_stats"`
+	RcuBarrier    *ebpf.MapSpec `ebpf:"rcu_barrier"`
+	RuleHits      *ebpf.MapSpec `ebpf:"rule_hits"`
+	Rules         *ebpf.MapSpec `ebpf:"rules"`
+	ScratchMap    *ebpf.MapSpec `ebpf:"scratch_map"`
+	SettingsMap   *ebpf.MapSpec `ebpf:"settings_map"`
+	Vnics         *ebpf.MapSpec `ebpf:"vnics"`
+	Words         *ebpf.MapSpec `ebpf:"words"`
 }
 
 // dpVariableSpecs contains global variables before they are loaded into the kernel.
@@ -468,26 +556,27 @@ func (o *dpObjects) Close() error {
 //
 // It can be passed to loadDpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dpMaps struct {
-	ConnLive     *ebpf.Map `ebpf:"conn_live"`
-	ConnOther    *ebpf.Map `ebpf:"conn_other"`
-	ConnTcp      *ebpf.Map `ebpf:"conn_tcp"`
-	DimDport     *ebpf.Map `ebpf:"dim_dport"`
-	DimDst4      *ebpf.Map `ebpf:"dim_dst4"`
-	DimDst6      *ebpf.Map `ebpf:"dim_dst6"`
-	DimSport     *ebpf.Map `ebpf:"dim_sport"`
-	DimSrc4      *ebpf.Map `ebpf:"dim_src4"`
-	DimSrc6      *ebpf.Map `ebpf:"dim_src6"`
-	EventBudgets *ebpf.Map `ebpf:"event_budgets"`
-	Events       *ebpf.Map `ebpf:"events"`
-	Frags        *ebpf.Map `ebpf:"frags"`
-	GuestStats   *ebpf.Map `ebpf:"guest_stats"`
-	RcuBarrier   *ebpf.Map `ebpf:"rcu_barrier"`
-	RuleHits     *ebpf.Map `ebpf:"rule_hits"`
-	Rules        *ebpf.Map `ebpf:"rules"`
-	ScratchMap   *ebpf.Map `ebpf:"scratch_map"`
-	SettingsMap  *ebpf.Map `ebpf:"settings_map"`
-	Vnics        *ebpf.Map `ebpf:"vnics"`
-	Words        *ebpf.Map `ebpf:"words"`
+	ConnLive      *ebpf.Map `ebpf:"conn_live"`
+	ConnOther     *ebpf.Map `ebpf:"conn_other"`
+	ConnTcp       *ebpf.Map `ebpf:"conn_tcp"`
+	DimDport      *ebpf.Map `ebpf:"dim_dport"`
+	DimDst4       *ebpf.Map `ebpf:"dim_dst4"`
+	DimDst6       *ebpf.Map `ebpf:"dim_dst6"`
+	DimSport      *ebpf.Map `ebpf:"dim_sport"`
+	DimSrc4       *ebpf.Map `ebpf:"dim_src4"`
+	DimSrc6       *ebpf.Map `ebpf:"dim_src6"`
+	EventBudgets  *ebpf.Map `ebpf:"event_budgets"`
+	Events        *ebpf.Map `ebpf:"events"`
+	FlowDecisions *ebpf.Map `ebpf:"flow_decisions"`
+	Frags         *ebpf.Map `ebpf:"frags"`
+	GuestStats    *ebpf.Map `ebpf:"guest_stats"`
+	RcuBarrier    *ebpf.Map `ebpf:"rcu_barrier"`
+	RuleHits      *ebpf.Map `ebpf:"rule_hits"`
+	Rules         *ebpf.Map `ebpf:"rules"`
+	ScratchMap    *ebpf.Map `ebpf:"scratch_map"`
+	SettingsMap   *ebpf.Map `ebpf:"settings_map"`
+	Vnics         *ebpf.Map `ebpf:"vnics"`
+	Words         *ebpf.Map `ebpf:"words"`
 }
 
 func (m *dpMaps) Close() error {
@@ -503,6 +592,7 @@ func (m *dpMaps) Close() error {
 		m.DimSrc6,
 		m.EventBudgets,
 		m.Events,
+		m.FlowDecisions,
 		m.Frags,
 		m.GuestStats,
 		m.RcuBarrier,
@@ -527,12 +617,16 @@ type dpVariables struct {
 // It can be passed to loadDpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dpPrograms struct {
 	FromGuest *ebpf.Program `ebpf:"from_guest"`
+	PuntSink  *ebpf.Program `ebpf:"punt_sink"`
+	Reinject  *ebpf.Program `ebpf:"reinject"`
 	ToGuest   *ebpf.Program `ebpf:"to_guest"`
 }
 
 func (p *dpPrograms) Close() error {
 	return _DpClose(
 		p.FromGuest,
+		p.PuntSink,
+		p.Reinject,
 		p.ToGuest,
 	)
 }

@@ -25,7 +25,7 @@ func TableCapacity(n uint32) uint32 { return n + lruSlack }
 // ConnKeySize and ConnValueSize are the sizes of one connection-table entry.
 const (
 	ConnKeySize   = 40
-	ConnValueSize = 72
+	ConnValueSize = 80
 	DimValueSize  = 40 // a classification-trie value (struct dim_val)
 )
 
@@ -135,6 +135,9 @@ func (g GuestConfig) kernel() dpGuestCfg {
 	}
 	if g.Inspect {
 		c.Flags |= 1 << 3
+	}
+	if p.InspectionFailure == "closed" {
+		c.Flags |= 1 << 4
 	}
 	t := p.Timeouts
 	for i, v := range []policy.Duration{t.TCPSyn, t.TCPEstablished, t.TCPFinWait, t.TCPCloseWait, t.TCPTimeWait,

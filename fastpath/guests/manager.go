@@ -55,6 +55,30 @@ type Manager struct {
 	guests       map[string]*guest
 	slots        [datapath.MaxGuests]bool
 	nextPolicyID uint32
+
+	// bySlot answers the per-packet question "whose slot is this" without
+	// m.mu, which an activation holds for milliseconds.
+	bySlot sync.Map // uint32 -> SlotInfo
+}
+
+// SlotInfo is what the packet path needs to know about a guest.
+type SlotInfo struct {
+	ID         string
+	FailClosed bool // inspection unavailable: drop
+	Tap        bool
+}
+
+func (m *Manager) publishSlot(g *guest) {
+	m.bySlot.Store(g.Slot, SlotInfo{ID: g.ID, FailClosed: g.Policy.InspectionFailure == "closed", Tap: g.Policy.Mode == policy.Tap})
+}
+
+// BySlot returns the guest holding slot.
+func (m *Manager) BySlot(slot uint32) (SlotInfo, bool) {
+	v, ok := m.bySlot.Load(slot)
+	if !ok {
+		return SlotInfo{}, false
+	}
+	return v.(SlotInfo), true
 }
 
 type guest struct {
@@ -218,6 +242,7 @@ func (m *Manager) Activate(guestID, vnic string, pol *policy.Policy) (err error)
 		delete(m.guests, guestID)
 		return fmt.Errorf("activate %s: %w", guestID, err)
 	}
+	m.publishSlot(g)
 	m.log.WithFields(logrus.Fields{"guest": guestID, "vnic": vnic, "ifindex": ifindex, "slot": slot,
 		"rules": len(pol.Rules), "mode": pol.Mode, "policy_id": id}).Info("guest protected")
 	return nil
@@ -305,6 +330,7 @@ func (m *Manager) UpdatePolicy(guestID string, pol *policy.Policy) error {
 		return errors.Join(fmt.Errorf("update %s: %w", guestID, err), m.dp.RemovePolicy(installed, compiled))
 	}
 	*g = next
+	m.publishSlot(g)
 	// No packet may still be reading the old policy when its space is
 	// reused.
 	if err := m.dp.Barrier(); err != nil {
@@ -340,6 +366,7 @@ func (m *Manager) Deactivate(guestID string) error {
 	}
 	errs = append(errs, m.dp.DeleteTables(g.Slot))
 	delete(m.guests, guestID)
+	m.bySlot.Delete(g.Slot)
 	m.slots[g.Slot] = false
 	m.release(guestID)
 	errs = append(errs, m.save())
@@ -387,6 +414,7 @@ func (m *Manager) restoreGuests(st *stateFile) error {
 		}
 		m.guests[g.ID] = g
 		m.slots[g.Slot] = true
+		m.publishSlot(g)
 		if m.cfg.Budget != nil {
 			// A restored guest keeps its protection even if a smaller
 			// budget is configured now: it is adopted, not re-admitted.
@@ -523,12 +551,8 @@ func timeouts(p *policy.Policy) datapath.Timeouts {
 
 // SlotName returns the guest holding slot, for events.
 func (m *Manager) SlotName(slot uint32) string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, g := range m.guests {
-		if g.Slot == slot {
-			return g.ID
-		}
+	if info, ok := m.BySlot(slot); ok {
+		return info.ID
 	}
 	return fmt.Sprintf("slot%d", slot)
 }

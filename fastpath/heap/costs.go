@@ -33,8 +33,8 @@ type Costs struct {
 
 // Defaults of the userspace share of an inspected guest.
 const (
-	DefaultPuntQueue       = 128
-	DefaultPuntPacketBytes = 2048
+	DefaultPuntQueue       = 256
+	DefaultPuntPacketBytes = 4096
 )
 
 // pow2 is the kernel's roundup_pow_of_two.

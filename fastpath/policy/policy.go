@@ -126,7 +126,12 @@ type Policy struct {
 	// Inspection lists the slow-path features allowed flows are sent to
 	// ("ips", "wrs"); empty keeps every flow in the kernel.
 	Inspection []string `json:"inspection,omitempty"`
-	Rules      []Rule   `json:"rules"`
+	// InspectionFailure is what happens to a packet that should be
+	// inspected when no verdict can be had (no slow path bound, the
+	// verdict late, the queue full): "open" passes it (default), "closed"
+	// drops it. Both are counted.
+	InspectionFailure string `json:"inspection_failure,omitempty"`
+	Rules             []Rule `json:"rules"`
 }
 
 // Rule is one firewall rule. Empty match fields match anything.
@@ -268,6 +273,13 @@ func (p *Policy) Normalize() error {
 		if f != "ips" && f != "wrs" {
 			return perr("inspection", "unknown feature %q (known: ips, wrs)", f)
 		}
+	}
+	switch p.InspectionFailure {
+	case "":
+		p.InspectionFailure = "open"
+	case "open", "closed":
+	default:
+		return perr("inspection_failure", "%q is not open or closed", p.InspectionFailure)
 	}
 	if len(p.Rules) > MaxRules {
 		return perr("rules", "%d rules exceed the maximum of %d", len(p.Rules), MaxRules)

@@ -190,7 +190,34 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 	}
 	eventsCmd.Flags().StringVar(&evGuest, "guest", "", "only this guest")
 	eventsCmd.Flags().IntVar(&evLimit, "limit", 100, "at most this many")
-	for _, c := range []*cobra.Command{guestsCmd, stats, activate, setPolicy, deactivate, conns, eventsCmd} {
+	inspection := &cobra.Command{
+		Use:   "inspection",
+		Short: "show the inline inspection path: held, sent, verdicts, offloads, fail-open and fail-closed decisions",
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := client().Inspection(cmd.Context())
+			if err != nil {
+				return err
+			}
+			return out(cmd, st, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+				fmt.Fprintf(tw, "slow path bound\t%v\n", st.Bound)
+				fmt.Fprintf(tw, "held / sent\t%d / %d in %d batches\n", st.Held, st.Sent, st.Batches)
+				fmt.Fprintf(tw, "pending\t%d packets, %d bytes\n", st.Pending, st.PendingBytes)
+				fmt.Fprintf(tw, "verdicts\tallow %d, drop %d, reject %d (late %d)\n", st.Verdicts["allow"], st.Verdicts["drop"], st.Verdicts["reject"], st.Late)
+				fmt.Fprintf(tw, "delivered\treinjected %d, dropped %d, rejected %d\n", st.Reinjected, st.DroppedByVerdict, st.Rejected)
+				fmt.Fprintf(tw, "flows\toffloaded %d, blocked %d\n", st.Offloads, st.Blocks)
+				fmt.Fprintf(tw, "tap\tcopies %d, verdicts %d, would drop %d\n", st.TapCopies, st.TapVerdicts, st.TapWouldDrop)
+				for _, k := range sortedKeys(st.FailOpen) {
+					fmt.Fprintf(tw, "fail-open: %s\t%d\n", k, st.FailOpen[k])
+				}
+				for _, k := range sortedKeys(st.FailClosed) {
+					fmt.Fprintf(tw, "fail-closed: %s\t%d\n", k, st.FailClosed[k])
+				}
+				tw.Flush()
+			})
+		},
+	}
+	for _, c := range []*cobra.Command{guestsCmd, stats, activate, setPolicy, deactivate, conns, eventsCmd, inspection} {
 		c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 		root.AddCommand(c)
 	}

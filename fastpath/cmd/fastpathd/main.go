@@ -26,6 +26,7 @@ import (
 	"github.com/palisade/palisade/fastpath/guests"
 	"github.com/palisade/palisade/fastpath/heap"
 	"github.com/palisade/palisade/fastpath/localapi"
+	"github.com/palisade/palisade/fastpath/punt"
 )
 
 const (
@@ -33,14 +34,17 @@ const (
 	defaultBPFFS         = "/sys/fs/bpf"
 )
 
-// Capabilities this build of the fast path offers a slow path.
-const capabilities = channel.CapFirewall | channel.CapTap | channel.CapEvents
+// Capabilities this build of the fast path offers a slow path: it can hold
+// packets for intrusion prevention and web reputation and take per-flow
+// offload and block decisions.
+const capabilities = channel.CapFirewall | channel.CapIPS | channel.CapWRS | channel.CapOffload | channel.CapTap | channel.CapEvents
 
 type options struct {
 	listen           string
 	hostID           string
 	controlSocket    string
 	unboundWarnEvery time.Duration
+	verdictTimeout   time.Duration
 	binding          daemon.BindingFlags
 	log              daemon.LogFlags
 	store            storeFlags
@@ -75,6 +79,7 @@ func main() {
 	o.binding.Register(f, "slow path")
 	f.DurationVar(&o.unboundWarnEvery, "unbound-warn-every", 10*time.Second, "how often to warn while no slow path is bound")
 	f.DurationVar(&o.store.sweepEvery, "sweep-every", 5*time.Second, "how often idle connections are expired")
+	f.DurationVar(&o.verdictTimeout, "verdict-timeout", 50*time.Millisecond, "how long a packet is held for the slow path's verdict before its guest's fail policy decides")
 	f.Uint32Var(&o.store.wordPool, "rule-bitmap-words", 1<<20, "size of the shared rule-bitmap pool (8 bytes each)")
 	f.Uint32Var(&o.store.rulePool, "rule-slots", 1<<18, "size of the shared rule pool")
 	f.StringVar(&o.heapMax, "heap-max", "256MiB", "memory budget for the datapath and every protected guest")
@@ -157,11 +162,22 @@ func run(o options) error {
 		// reported, and the agent will activate them again.
 		log.WithError(err).Error("some guests could not be restored")
 	}
+	inspector, err := punt.New(punt.Config{Datapath: dp, VerdictTimeout: o.verdictTimeout, Log: log,
+		GuestPackets: int(costs.PuntQueue), GuestBytes: int(costs.PuntQueue * costs.PuntPacketBytes),
+		GuestOf: func(slot uint32) (punt.Guest, bool) {
+			g, ok := mgr.BySlot(slot)
+			return punt.Guest{ID: g.ID, FailClosed: g.FailClosed, Tap: g.Tap}, ok
+		},
+		Events: func(r channel.EventRecord) { agg.Note(alertRecord(mgr, r)) },
+	})
+	if err != nil {
+		return err
+	}
 	srv, err = bindserver.New(bindserver.Config{
 		Self:     channel.Identity{Version: channel.Current(), Revision: channel.ProtocolRevision, Capabilities: capabilities, ID: o.hostID},
 		Secret:   secret,
 		Endpoint: ep.String(), Timing: o.binding.Timing, UnboundWarnEvery: o.unboundWarnEvery,
-		Log: log,
+		Log: log, Handler: inspector,
 	})
 	if err != nil {
 		return err
@@ -181,7 +197,7 @@ func run(o options) error {
 	log.WithFields(logrus.Fields{"version": channel.Current().String(), "revision": channel.ProtocolRevision,
 		"control_socket": o.controlSocket, "pin_dir": o.store.pinDir(), "guests": mgr.Count()}).Info("fastpathd starting")
 
-	api := &control.Server{Guests: mgr, Events: agg, Binding: srv.Status, SetHeap: budget.SetMax,
+	api := &control.Server{Guests: mgr, Events: agg, Binding: srv.Status, SetHeap: budget.SetMax, Inspection: inspector.Stats,
 		Heap: func() (heap.Report, error) {
 			r := budget.Snapshot()
 			r.Costs = costs
@@ -194,9 +210,29 @@ func run(o options) error {
 	g.Go(func() error { return localapi.Serve(gctx, o.controlSocket, api.Handler()) })
 	g.Go(func() error { return agg.Run(gctx, rd) })
 	g.Go(func() error { mgr.Run(gctx); return nil })
+	g.Go(func() error { return inspector.Run(gctx) })
 	err = g.Wait()
 	log.WithField("reason", context.Cause(ctx)).Info("fastpathd stopped; the datapath keeps enforcing")
 	return err
+}
+
+// alertRecord turns a slow-path alert (an EVE JSON record) into an event.
+func alertRecord(mgr *guests.Manager, r channel.EventRecord) events.Record {
+	var eve struct {
+		SrcIP    string `json:"src_ip"`
+		DestIP   string `json:"dest_ip"`
+		DestPort uint16 `json:"dest_port"`
+		Alert    struct {
+			Action    string `json:"action"`
+			SID       uint32 `json:"signature_id"`
+			Signature string `json:"signature"`
+		} `json:"alert"`
+	}
+	_ = json.Unmarshal(r.Body, &eve)
+	t := time.Unix(0, r.UnixNano)
+	return events.Record{Guest: mgr.SlotName(r.Guest), Kind: r.Kind.String(), RuleID: eve.Alert.SID, Src: eve.SrcIP,
+		Dst: eve.DestIP, Dport: eve.DestPort, Count: 1, First: t, Last: t,
+		Message: fmt.Sprintf("%s: %s", eve.Alert.Action, eve.Alert.Signature)}
 }
 
 func uninstallCommand(o *options) *cobra.Command {

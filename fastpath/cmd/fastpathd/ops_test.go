@@ -349,9 +349,11 @@ func TestHostPacketFilterIsNeverTouched(t *testing.T) {
 	check("uninstall")
 }
 
+// uninstall runs `fastpathd uninstall` where fastpathd runs: in the host
+// namespace (it removes the punt device there).
 func (e *env) uninstall() (string, error) {
-	args := append([]string{"uninstall"}, e.run.StoreArgs()...)
-	out, err := exec.Command(bins.Fastpathd, args...).CombinedOutput()
+	args := append([]string{"netns", "exec", e.site.Host.Name, bins.Fastpathd, "uninstall"}, e.run.StoreArgs()...)
+	out, err := exec.Command("ip", args...).CombinedOutput()
 	return string(out), err
 }
 
@@ -478,6 +480,9 @@ func TestUninstallRemovesEverything(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(e.run.Dir, e.site.Host.Name+"-guests.json")); !os.IsNotExist(err) {
 		t.Fatalf("state file survived: %v", err)
+	}
+	if _, err := e.site.Host.Netlink().LinkByName("palpunt0"); err == nil {
+		t.Fatal("the punt device survived uninstall")
 	}
 	_ = e.site.Host.Do(func() error {
 		for _, at := range []ebpf.AttachType{ebpf.AttachTCXIngress, ebpf.AttachTCXEgress} {

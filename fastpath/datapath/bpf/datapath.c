@@ -150,6 +150,14 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } settings_map SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct decision_key);
+	__type(value, struct flow_decision);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} flow_decisions SEC(".maps");
+
 
 /* Updating a map-of-maps from user space waits for every running program
  * (synchronize_rcu): fastpathd does so before it reuses what an old policy
@@ -181,6 +189,7 @@ struct btf_anchor {
 	enum flow_verdict flow_verdict;
 	enum rule_action rule_action;
 	enum timeout_index timeout_index;
+	struct punt_meta punt_meta;
 };
 const volatile struct btf_anchor btf_anchor = {};
 
@@ -228,7 +237,10 @@ struct pkt {
 struct scratch {
 	struct conn_val nv;
 	struct frag_key fk;
+	struct pkt pkt; /* the packet being judged */
 	struct pkt alt; /* the packet seen from the flow's other side */
+	struct punt_meta meta;
+	__u64 punt_seq; /* this CPU's held-packet numbers */
 };
 
 struct {
@@ -796,7 +808,8 @@ struct decision {
 	__u8 event;     /* enum event_kind to report, 0 for none */
 	__u8 state;     /* connection state for the event */
 	__u8 action;    /* the deciding rule's action */
-	__u8 pad[3];
+	__u8 punt;      /* PUNT_HELD or PUNT_COPY: send it to the slow path */
+	__u8 pad[2];
 	__u32 rule_id;  /* rule that decided */
 	__s32 log_rule; /* rule id of a log-only match to report, -1 if none */
 };
@@ -865,6 +878,125 @@ static __always_inline int conn_insert(void *table, struct conn_key *k, struct c
 		count(gc, C_TABLE_FULL, 1);
 	bpf_map_update_elem(table, k, v, BPF_ANY);
 	return full;
+}
+
+#define PUNT_HELD 1
+#define PUNT_COPY 2
+#ifndef TC_ACT_REDIRECT
+#define TC_ACT_REDIRECT 7
+#endif
+
+/* punt_ready says a slow path can be asked: fastpathd is alive (its
+ * heartbeat is recent) and a slow path that inspects is bound. Without
+ * the heartbeat, a crashed fastpathd would swallow every held packet. */
+static __always_inline int punt_ready(__u64 now)
+{
+	__u32 zero = 0;
+	struct settings *s = bpf_map_lookup_elem(&settings_map, &zero);
+	return s && s->punt_ifindex && s->slowpath_bound && now < s->alive_until_ns;
+}
+
+/* punt sends the packet, with its metadata after the Ethernet header, to
+ * the punt device: the packet itself (held) or a clone (META_TAP in flags:
+ * the original then continues unchanged). The caller has put the flow id in
+ * sc->meta. Out of line, on a call chain apart from classification's, so the
+ * two never share the 512-byte stack. */
+static __noinline long punt(struct __sk_buff *skb, struct scratch *sc, struct guest_cfg *cfg, __u32 dir_flags,
+			    struct conn_key *k)
+{
+	__u32 zero = 0;
+	struct settings *s = bpf_map_lookup_elem(&settings_map, &zero);
+	if (!s || !sc || !cfg || !k)
+		return -1;
+	__u8 flags = dir_flags >> 8;
+	struct punt_meta *m = &sc->meta;
+	m->magic = PUNT_MAGIC;
+	m->slot = cfg->slot;
+	m->ifindex = skb->ifindex;
+	m->dir = dir_flags & 0xff;
+	m->flags = flags;
+	m->pad = 0;
+	m->packet_id = ((__u64)bpf_get_smp_processor_id() << 56) | (sc->punt_seq++ & 0x00ffffffffffffffULL);
+	__builtin_memcpy(&m->key, k, sizeof(*k));
+	/* Fixed GSO: a held super-packet comes back byte for byte. */
+	if (bpf_skb_adjust_room(skb, sizeof(*m), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
+		return -1;
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, m, sizeof(*m), 0)) {
+		bpf_skb_adjust_room(skb, -(__s32)sizeof(*m), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO);
+		return -1;
+	}
+	if (flags & META_TAP) {
+		long r = bpf_clone_redirect(skb, s->punt_ifindex, 0);
+		if (bpf_skb_adjust_room(skb, -(__s32)sizeof(*m), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
+			return -1;
+		return r;
+	}
+	return bpf_redirect(s->punt_ifindex, 0);
+}
+
+/* apply_decision takes up a per-flow decision of the slow path. */
+static __always_inline void apply_decision(struct guest_cfg *cfg, struct conn_val *v)
+{
+	struct decision_key dk = {.slot = cfg->slot, .flow_id = v->flow_id};
+	struct flow_decision *fd = bpf_map_lookup_elem(&flow_decisions, &dk);
+	if (!fd)
+		return;
+	if (fd->verdict == FV_BLOCK) {
+		v->verdict = FV_BLOCK;
+	} else if (fd->verdict == FV_OFFLOAD) {
+		/* Held packets still on their way would be overtaken by the
+		 * next one passing in the kernel: wait until none is. */
+		if (cfg->mode != MODE_TAP && v->punted != v->returned + fd->dropped)
+			return;
+		v->verdict = FV_OFFLOAD;
+	} else {
+		return;
+	}
+	bpf_map_delete_elem(&flow_decisions, &dk);
+}
+
+/* inspect_new sends the first packet of an inspected flow to the slow path. */
+static __always_inline void inspect_new(struct guest_cfg *cfg, struct conn_val *nv, struct decision *d, __u64 *flow_id,
+					__u64 now)
+{
+	*flow_id = nv->flow_id;
+	if (nv->verdict != FV_PUNT)
+		return;
+	d->punt = cfg->mode == MODE_TAP ? PUNT_COPY : PUNT_HELD;
+	if (d->punt == PUNT_HELD && punt_ready(now))
+		nv->punted = 1;
+}
+
+/* came_back handles a packet fastpathd sends back through the vNIC: a held
+ * packet the slow path allowed (counted as returned to its flow, for the
+ * offload hand-over) or one fastpathd made. Either continues untouched. */
+static __noinline int came_back(struct __sk_buff *skb, struct guest_cfg *cfg, struct guest_counters *gc, int dir)
+{
+	if (!cfg)
+		return TCX_NEXT;
+	int reinjected = skb->mark == MARK_REINJECTED;
+	skb->mark = 0;
+	if (!reinjected)
+		return TCX_NEXT;
+	count(gc, C_REINJECTED, 1);
+	struct pkt p = {};
+	if (parse(skb, &p) != L2_IP || p.frag == FRAG_LATER)
+		return TCX_NEXT;
+	struct conn_key k = {};
+	conn_key_of(&p, dir, &k);
+	int echo_request;
+	if (is_icmp_echo(&p, &echo_request)) {
+		k.guest_port = p.icmp_id;
+		k.remote_port = 0;
+	}
+	__u32 slot = cfg->slot;
+	void *table = bpf_map_lookup_elem(p.proto == IPPROTO_TCP ? (void *)&conn_tcp : (void *)&conn_other, &slot);
+	if (!table)
+		return TCX_NEXT;
+	struct conn_val *v = bpf_map_lookup_elem(table, &k);
+	if (v)
+		__sync_fetch_and_add(&v->returned, 1);
+	return TCX_NEXT;
 }
 
 /* drop_with decides to drop, for reason, reporting it as event. */
@@ -936,13 +1068,21 @@ static __always_inline int process(struct __sk_buff *skb, int dir)
 		return TCX_NEXT; /* not (or no longer) protected */
 	__u32 slot = cfg->slot;
 	struct guest_counters *gc = bpf_map_lookup_elem(&guest_stats, &slot);
+	if (skb->mark == MARK_REINJECTED || skb->mark == MARK_INJECTED)
+		return came_back(skb, cfg, gc, dir);
 	__u64 now = bpf_ktime_get_ns();
 	struct decision d = {.pass = 1, .log_rule = -1};
-	struct pkt p = {};
+	struct conn_key k = {};
+	struct conn_val *held = NULL; /* the established flow a held packet belongs to */
+	__u64 flow_id = 0;
 	__u32 zero = 0;
 	struct scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
 	if (!sc)
 		return TCX_NEXT; /* cannot happen: a one-entry per-CPU array */
+	/* The parsed packet lives in per-CPU scratch, not on the stack: with
+	 * classification's frames on top, the stack would pass 512 bytes. */
+	struct pkt *p = &sc->pkt;
+	__builtin_memset(p, 0, sizeof(*p));
 	struct frag_key *fk = &sc->fk;
 	__builtin_memset(fk, 0, sizeof(*fk));
 	int from_guest = dir == DIR_FROM_GUEST;
@@ -950,7 +1090,7 @@ static __always_inline int process(struct __sk_buff *skb, int dir)
 	count(gc, from_guest ? C_PKTS_FROM_GUEST : C_PKTS_TO_GUEST, 1);
 	count(gc, from_guest ? C_BYTES_FROM_GUEST : C_BYTES_TO_GUEST, skb->len);
 
-	switch (parse(skb, &p)) {
+	switch (parse(skb, p)) {
 	case L2_ARP:
 		if (!(cfg->flags & CFG_PASS_ARP))
 			drop_with(&d, DR_ARP, EV_DROP);
@@ -961,26 +1101,26 @@ static __always_inline int process(struct __sk_buff *skb, int dir)
 		goto out;
 	case L2_MALFORMED:
 		/* Nothing to judge by rules: passing it is the operator's choice. */
-		invalid(cfg, gc, &p, dir, &d, DR_MALFORMED, 0, now);
+		invalid(cfg, gc, p, dir, &d, DR_MALFORMED, 0, now);
 		goto out;
 	}
 
-	if ((cfg->flags & CFG_PASS_ND) && is_nd(&p))
+	if ((cfg->flags & CFG_PASS_ND) && is_nd(p))
 		goto out;
 
-	if (p.frag != FRAG_NONE) {
+	if (p->frag != FRAG_NONE) {
 		count(gc, C_FRAGMENTS, 1);
 		if (cfg->frag_policy == FRAG_DROP) {
 			drop_with(&d, DR_FRAGMENT, EV_DROP);
 			goto out;
 		}
 		fk->slot = slot;
-		fk->id = p.frag_id;
-		__builtin_memcpy(fk->src, p.src, 16);
-		__builtin_memcpy(fk->dst, p.dst, 16);
-		fk->proto = p.proto;
-		fk->family = p.family;
-		if (p.frag == FRAG_LATER) {
+		fk->id = p->frag_id;
+		__builtin_memcpy(fk->src, p->src, 16);
+		__builtin_memcpy(fk->dst, p->dst, 16);
+		fk->proto = p->proto;
+		fk->family = p->family;
+		if (p->frag == FRAG_LATER) {
 			/* Later fragments carry no ports: they follow the first
 			 * fragment's verdict, or are dropped if it was never seen. */
 			struct frag_val *fv = bpf_map_lookup_elem(&frags, fk);
@@ -1001,39 +1141,38 @@ static __always_inline int process(struct __sk_buff *skb, int dir)
 		goto out;
 	}
 
-	int tcp = p.proto == IPPROTO_TCP;
-	int is_icmp = p.proto == IPPROTO_ICMP || p.proto == IPPROTO_ICMPV6_;
+	int tcp = p->proto == IPPROTO_TCP;
+	int is_icmp = p->proto == IPPROTO_ICMP || p->proto == IPPROTO_ICMPV6_;
 	int echo_request = 0;
-	int echo = is_icmp_echo(&p, &echo_request);
+	int echo = is_icmp_echo(p, &echo_request);
 	if (is_icmp && !echo) {
 		/* ICMP other than echo: errors about a tracked flow pass; the
 		 * rest is judged by the rules without state. */
-		if (is_icmp_error(&p) && related_lookup(skb, &p, dir, tcp_table, other_table)) {
+		if (is_icmp_error(p) && related_lookup(skb, p, dir, tcp_table, other_table)) {
 			count(gc, C_RELATED, 1);
 			goto out;
 		}
-		decide_by_rules(cfg, &p, dir, &d);
+		decide_by_rules(cfg, p, dir, &d);
 		goto out;
 	}
 
-	struct conn_key k = {};
-	conn_key_of(&p, dir, &k);
+	conn_key_of(p, dir, &k);
 	if (echo) {
-		k.guest_port = p.icmp_id;
+		k.guest_port = p->icmp_id;
 		k.remote_port = 0;
 	}
 	void *table = tcp ? tcp_table : other_table;
 	struct conn_val *v = bpf_map_lookup_elem(table, &k);
-	if (v && v->last_seen_ns + (__u64)timeout_for(cfg, v, p.proto) * 1000000000ULL < now) {
+	if (v && v->last_seen_ns + (__u64)timeout_for(cfg, v, p->proto) * 1000000000ULL < now) {
 		bpf_map_delete_elem(table, &k); /* idle too long: forget it */
 		v = NULL;
 	}
 
-	if (tcp && tcp_flags_invalid(p.tcp_flags)) {
+	if (tcp && tcp_flags_invalid(p->tcp_flags)) {
 		if (v && (v->flags & CONN_FORCE_ALLOW))
 			goto established;
-		if (!invalid(cfg, gc, &p, dir, &d, DR_INVALID_FLAGS, v ? v->state : TCP_NONE, now))
-			decide_by_rules(cfg, &p, dir, &d);
+		if (!invalid(cfg, gc, p, dir, &d, DR_INVALID_FLAGS, v ? v->state : TCP_NONE, now))
+			decide_by_rules(cfg, p, dir, &d);
 		goto out;
 	}
 
@@ -1044,7 +1183,7 @@ static __always_inline int process(struct __sk_buff *skb, int dir)
 			 * it again, once, as its initiator opened it. */
 			count(gc, C_RECLASSIFIED, 1);
 			struct pkt *q = &sc->alt;
-			*q = p;
+			*q = *p;
 			int qdir = dir;
 			if (!from_init)
 				reverse(q, &qdir);
@@ -1066,14 +1205,14 @@ static __always_inline int process(struct __sk_buff *skb, int dir)
 			d.log_rule = -1; /* the flow's admission is not news */
 		}
 		if (tcp) {
-			int t = tcp_track(v, p.tcp_flags, p.payload, from_init, from_guest);
+			int t = tcp_track(v, p->tcp_flags, p->payload, from_init, from_guest);
 			d.state = v->state;
 			if (t == TRACK_NEW) {
 				count(gc, C_PORT_REUSE, 1);
 				goto new_flow; /* re-admitted by the rules, replacing the old entry */
 			}
 			if (t == TRACK_INVALID && !(v->flags & CONN_FORCE_ALLOW)) {
-				invalid(cfg, gc, &p, dir, &d, DR_INVALID_STATE, v->state, now);
+				invalid(cfg, gc, p, dir, &d, DR_INVALID_STATE, v->state, now);
 				goto out;
 			}
 		} else if (v->state == PSEUDO_NEW && !from_init) {
@@ -1085,13 +1224,17 @@ static __always_inline int process(struct __sk_buff *skb, int dir)
 			__sync_fetch_and_add(&v->packets[dir & 1], 1);
 			__sync_fetch_and_add(&v->bytes[dir & 1], skb->len);
 			count(gc, C_ESTABLISHED_HITS, 1);
+			if (v->verdict == FV_PUNT)
+				apply_decision(cfg, v);
 			if (v->verdict == FV_BLOCK) {
 				d.pass = 0;
 				d.reason = DR_FLOW_BLOCKED;
 			} else if (v->verdict == FV_PUNT) {
-				/* Hook for deep inspection (issue 5): until the punt
-				 * path exists, the flow passes and is counted. */
-				count(gc, C_PUNT_UNAVAILABLE, 1);
+				d.punt = cfg->mode == MODE_TAP ? PUNT_COPY : PUNT_HELD;
+				held = v;
+				flow_id = v->flow_id;
+			} else if (v->verdict == FV_OFFLOAD) {
+				count(gc, C_OFFLOADED_HITS, 1);
 			}
 		}
 		goto out;
@@ -1102,22 +1245,22 @@ new_flow:;
 	int initiator_is_guest = from_guest;
 	__u8 state = PSEUDO_NEW;
 	if (tcp) {
-		__u8 f = p.tcp_flags;
+		__u8 f = p->tcp_flags;
 		int syn_only = (f & TCPF_SYN) && !(f & TCPF_ACK);
 		int pickup = !syn_only && !(f & TCPF_RST) && now < cfg->pickup_until_ns;
 		if (!syn_only && !pickup) {
 			/* A segment of a connection we never saw open. */
-			if (!invalid(cfg, gc, &p, dir, &d, DR_INVALID_STATE, TCP_NONE, now))
-				decide_by_rules(cfg, &p, dir, &d);
+			if (!invalid(cfg, gc, p, dir, &d, DR_INVALID_STATE, TCP_NONE, now))
+				decide_by_rules(cfg, p, dir, &d);
 			goto out;
 		}
-		decide_by_rules(cfg, &p, dir, &d);
+		decide_by_rules(cfg, p, dir, &d);
 		if (pickup && !d.pass) {
 			/* Mid-stream we do not know who opened the connection:
 			 * adopt it if the rules allow it either way round. */
 			struct decision d2 = {.pass = 1, .log_rule = -1};
 			struct pkt *q = &sc->alt;
-			*q = p;
+			*q = *p;
 			int qdir = dir;
 			reverse(q, &qdir);
 			decide_by_rules(cfg, q, qdir, &d2);
@@ -1138,6 +1281,7 @@ new_flow:;
 			nv->flags |= CONN_PICKED_UP;
 			count(gc, C_PICKUPS, 1);
 		}
+		inspect_new(cfg, nv, &d, &flow_id, now);
 		if (v) {
 			bpf_map_update_elem(table, &k, nv, BPF_ANY); /* reused tuple: same entry */
 			count(gc, C_NEW_CONNS, 1);
@@ -1146,7 +1290,7 @@ new_flow:;
 	} else {
 		/* UDP, ICMP echo and other protocols: pseudo-connections. An
 		 * echo reply without its request does not start one. */
-		decide_by_rules(cfg, &p, dir, &d);
+		decide_by_rules(cfg, p, dir, &d);
 		if (!d.pass || (echo && !echo_request))
 			goto out;
 		if (d.action == ACT_BYPASS) {
@@ -1154,20 +1298,51 @@ new_flow:;
 			goto out;
 		}
 		new_conn(nv, cfg, &d, PSEUDO_NEW, from_guest, dir, skb->len, now);
+		inspect_new(cfg, nv, &d, &flow_id, now);
 	}
 	if (conn_insert(table, &k, nv, cfg, tcp, gc))
-		emit(cfg, &p, dir, EV(EV_TABLE_FULL, 0, state, d.rule_id));
+		emit(cfg, p, dir, EV(EV_TABLE_FULL, 0, state, d.rule_id));
 	count(gc, C_NEW_CONNS, 1);
 
 out:
-	if (p.frag == FRAG_FIRST) {
+	if (p->frag == FRAG_FIRST) {
 		struct frag_val fv = {.expires_ns = now + 30ULL * 1000000000ULL, .pass = d.pass};
 		bpf_map_update_elem(&frags, fk, &fv, BPF_ANY);
 	}
 	if (d.log_rule >= 0)
-		emit(cfg, &p, dir, EV(EV_LOG, 0, d.state, d.log_rule));
+		emit(cfg, p, dir, EV(EV_LOG, 0, d.state, d.log_rule));
 	if (d.event)
-		emit(cfg, &p, dir, EV(d.event, d.reason, d.state, d.rule_id));
+		emit(cfg, p, dir, EV(d.event, d.reason, d.state, d.rule_id));
+	if (d.pass && d.punt) {
+		if (!punt_ready(now)) {
+			/* No slow path to ask: the guest's policy decides. */
+			if (cfg->flags & CFG_FAIL_CLOSED) {
+				d.pass = 0;
+				d.reason = DR_ENGINE_OFFLINE;
+			} else {
+				count(gc, C_ENGINE_OFFLINE, 1);
+			}
+		} else if (d.punt == PUNT_COPY) {
+			sc->meta.flow_id = flow_id;
+			if (punt(skb, sc, cfg, dir | META_TAP << 8, &k) == 0)
+				count(gc, C_TAP_COPIES, 1);
+		} else {
+			if (held)
+				__sync_fetch_and_add(&held->punted, 1);
+			sc->meta.flow_id = flow_id;
+			long r = punt(skb, sc, cfg, dir, &k);
+			if (r == TC_ACT_REDIRECT) {
+				count(gc, C_PUNTED, 1);
+				return TC_ACT_REDIRECT; /* held: the slow path decides */
+			}
+			if (held)
+				__sync_fetch_and_add(&held->punted, -1); /* clang 14 has no atomic sub for BPF */
+			if (cfg->flags & CFG_FAIL_CLOSED) {
+				d.pass = 0;
+				d.reason = DR_PUNT_FAILED;
+			}
+		}
+	}
 	if (d.pass) {
 		count(gc, C_PASSED, 1);
 		return TCX_NEXT;
@@ -1180,6 +1355,29 @@ out:
 		return TCX_NEXT;
 	}
 	count(gc, C_DROPPED, 1);
+	return TCX_DROP;
+}
+
+/* reinject runs on the punt device's inbound side, where fastpathd writes
+ * packets back: it strips the metadata and sends each packet where it was
+ * taken from, the vNIC, in its direction, marked so it is not judged twice. */
+SEC("tcx/ingress")
+int reinject(struct __sk_buff *skb)
+{
+	struct punt_meta m;
+	if (bpf_skb_load_bytes(skb, ETH_HLEN, &m, sizeof(m)) || m.magic != PUNT_MAGIC)
+		return TCX_DROP;
+	if (bpf_skb_adjust_room(skb, -(__s32)sizeof(m), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
+		return TCX_DROP;
+	skb->mark = (m.flags & META_INJECT) ? MARK_INJECTED : MARK_REINJECTED;
+	return bpf_redirect(m.ifindex, m.dir == DIR_FROM_GUEST ? BPF_F_INGRESS : 0);
+}
+
+/* punt_sink ends held packets' journey in the kernel once fastpathd's packet
+ * socket has its copy: nothing else on the host may see them. */
+SEC("tcx/ingress")
+int punt_sink(struct __sk_buff *skb)
+{
 	return TCX_DROP;
 }
 

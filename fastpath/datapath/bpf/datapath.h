@@ -49,7 +49,8 @@ enum frag_policy {
 #define CFG_PASS_ARP (1 << 0)
 #define CFG_PASS_ND (1 << 1)
 #define CFG_PASS_NON_IP (1 << 2)
-#define CFG_INSPECT (1 << 3) /* allowed flows go to deep inspection (issue 5) */
+#define CFG_INSPECT (1 << 3)     /* allowed flows go to deep inspection */
+#define CFG_FAIL_CLOSED (1 << 4) /* inspection unavailable: drop (else pass) */
 
 enum timeout_index {
 	TO_TCP_SYN = 0,
@@ -139,6 +140,8 @@ struct conn_val {
 	__u8 initiator;
 	__u8 verdict;
 	__u8 flags;
+	__u32 punted;   /* packets sent to the slow path and held */
+	__u32 returned; /* of those, reinjected through the vNIC again */
 	__u32 pad;
 };
 
@@ -217,7 +220,11 @@ enum counter {
 	C_TAP_WOULD_DROP,
 	C_TABLE_FULL,
 	C_EVENTS_SUPPRESSED,
-	C_PUNT_UNAVAILABLE,
+	C_PUNTED,          /* held and sent to the slow path */
+	C_TAP_COPIES,      /* copied to the slow path (tap mode) */
+	C_REINJECTED,      /* came back from the slow path */
+	C_ENGINE_OFFLINE,  /* inspection unavailable, passed (fail-open) */
+	C_OFFLOADED_HITS,  /* packets of offloaded flows */
 	C_FRAGMENTS,
 	C_PORT_REUSE,
 	C_COUNT,
@@ -234,6 +241,8 @@ enum drop_reason {
 	DR_NON_IP,
 	DR_ARP,
 	DR_FLOW_BLOCKED,
+	DR_ENGINE_OFFLINE, /* inspection unavailable, dropped (fail-closed) */
+	DR_PUNT_FAILED,    /* the packet could not be prepared for the slow path */
 	DR_COUNT,
 };
 
@@ -276,6 +285,47 @@ struct event_budget {
 struct settings {
 	__u32 events_per_sec; /* per guest, per CPU */
 	__u32 events_burst;
+	__u32 punt_ifindex;   /* where held packets go; 0: no punt device */
+	__u32 slowpath_bound; /* a slow path with inspection is bound */
+	__u64 alive_until_ns; /* fastpathd's heartbeat: after this, it is gone */
+};
+
+/* Packets to and from the slow path carry this after their Ethernet header
+ * (the ethertype stays the packet's own, so the kernel still sees IP). */
+#define PUNT_MAGIC 0x50554e54 /* "PUNT" */
+#define META_TAP (1 << 0)     /* a copy; the original was delivered */
+#define META_INJECT (1 << 1)  /* from fastpathd itself (a reset), not a held packet */
+
+struct punt_meta {
+	__u32 magic;
+	__u32 slot;
+	__u32 ifindex; /* the vNIC */
+	__u8 dir;
+	__u8 flags;
+	__u16 pad;
+	__u64 flow_id;
+	__u64 packet_id;
+	struct conn_key key;
+};
+
+/* Marks on packets coming back from the slow path, so the vNIC's program
+ * does not judge them twice. */
+#define MARK_REINJECTED 0x50414c31 /* "PAL1": a held packet, allowed */
+#define MARK_INJECTED 0x50414c32   /* "PAL2": made by fastpathd (reject) */
+
+struct decision_key {
+	__u32 slot;
+	__u32 pad;
+	__u64 flow_id;
+};
+
+/* A per-flow decision from the slow path, applied by the datapath: block at
+ * once; offload once every held packet of the flow has come back or been
+ * dropped (dropped counts fastpathd's drops), so nothing is reordered. */
+struct flow_decision {
+	__u8 verdict; /* FV_OFFLOAD or FV_BLOCK */
+	__u8 pad[3];
+	__u32 dropped;
 };
 
 #endif

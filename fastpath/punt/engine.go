@@ -1,0 +1,540 @@
+package punt
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sirupsen/logrus"
+	"github.com/vishvananda/netlink"
+
+	"github.com/palisade/palisade/fastpath/channel"
+	"github.com/palisade/palisade/fastpath/datapath"
+)
+
+// Guest is what the engine needs to know about a guest slot.
+type Guest struct {
+	ID         string
+	FailClosed bool // inspection unavailable: drop (else pass)
+	Tap        bool // packets are copies; verdicts only report
+}
+
+// Config configures an Engine.
+type Config struct {
+	Datapath *datapath.Datapath
+	Links    *netlink.Handle // fastpathd's namespace; nil: the caller's
+	GuestOf  func(slot uint32) (Guest, bool)
+	// VerdictTimeout bounds how long a packet is held (default 50ms).
+	VerdictTimeout time.Duration
+	// Bounds of what is held: per guest (packets and bytes, from the heap
+	// budget's punt share) and in total.
+	GuestPackets int
+	GuestBytes   int
+	TotalBytes   int
+	// Events receives the slow path's events (alerts).
+	Events func(channel.EventRecord)
+	Log    logrus.FieldLogger
+}
+
+type flowKey struct {
+	slot uint32
+	flow uint64
+}
+
+type held struct {
+	id       uint64
+	slot     uint32
+	flow     flowKey
+	meta     datapath.PuntMeta
+	raw      []byte // vnet header + frame with metadata, as read
+	deadline time.Time
+	decided  bool
+	action   channel.Action
+	reply    []byte
+	why      string // what decided it, for counters
+	released bool
+}
+
+type flowState struct {
+	queue    []*held // arrival order
+	offload  bool    // the slow path offloaded it: allow without asking
+	blocked  bool    // the slow path blocked it: drop without asking
+	dropped  uint32  // held packets of it we dropped (for the offload hand-over)
+	lastSeen time.Time
+}
+
+// Engine moves held packets between the datapath and the slow path.
+type Engine struct {
+	cfg  Config
+	dp   *datapath.Datapath
+	sock *packetSocket
+	log  logrus.FieldLogger
+
+	sess atomic.Pointer[channel.Session]
+
+	mu         sync.Mutex
+	byID       map[uint64]*held
+	flows      map[flowKey]*flowState
+	order      []*held // arrival order, for timeouts
+	guestPkts  map[uint32]int
+	guestBytes map[uint32]int
+	totalBytes int
+	c          counters
+}
+
+// New creates the punt device and opens the engine's packet socket on it.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Datapath == nil || cfg.GuestOf == nil {
+		return nil, errors.New("punt: Datapath and GuestOf are required")
+	}
+	if cfg.VerdictTimeout <= 0 {
+		cfg.VerdictTimeout = 50 * time.Millisecond
+	}
+	if cfg.GuestPackets <= 0 {
+		cfg.GuestPackets = 128
+	}
+	if cfg.GuestBytes <= 0 {
+		cfg.GuestBytes = 256 << 10
+	}
+	if cfg.TotalBytes <= 0 {
+		cfg.TotalBytes = 32 << 20
+	}
+	if cfg.Log == nil {
+		cfg.Log = logrus.StandardLogger()
+	}
+	inIfindex, err := cfg.Datapath.EnsurePuntDevice(cfg.Links)
+	if err != nil {
+		return nil, err
+	}
+	sock, err := openPacketSocket(inIfindex)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{cfg: cfg, dp: cfg.Datapath, sock: sock, log: cfg.Log, byID: map[uint64]*held{},
+		flows: map[flowKey]*flowState{}, guestPkts: map[uint32]int{}, guestBytes: map[uint32]int{}}
+	e.c.failOpen, e.c.failClosed = map[string]uint64{}, map[string]uint64{}
+	return e, nil
+}
+
+// Run reads held packets, expires verdicts and keeps the datapath's
+// heartbeat until ctx ends; then every held packet gets its guest's fail
+// decision and the datapath stops punting.
+func (e *Engine) Run(ctx context.Context) error {
+	if err := e.dp.Heartbeat(500 * time.Millisecond); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(5 * time.Millisecond)
+		defer t.Stop()
+		beats := 0
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				e.expire(now)
+				if beats++; beats%20 == 0 {
+					if err := e.dp.Heartbeat(500 * time.Millisecond); err != nil {
+						e.log.WithError(err).Warn("datapath heartbeat")
+					}
+				}
+			}
+		}
+	}()
+	err := e.readLoop(ctx)
+	wg.Wait()
+	// Stop punting before letting go of what is held, so nothing new
+	// arrives at a socket about to close.
+	_ = e.dp.SetSlowPath(false)
+	_ = e.dp.Heartbeat(0)
+	e.failAll("shutdown")
+	return errors.Join(err, e.sock.close())
+}
+
+func (e *Engine) readLoop(ctx context.Context) error {
+	buf := make([]byte, vnetHdrLen+datapath.PuntMTU+64)
+	var batch []channel.PuntRecord
+	var batchHeld []*held
+	size := 2
+	flush := func() {
+		if len(batch) == 0 {
+			return
+		}
+		e.send(batch, batchHeld)
+		batch, batchHeld, size = batch[:0], batchHeld[:0], 2
+	}
+	for ctx.Err() == nil {
+		n, ok, err := e.sock.read(buf)
+		if err != nil {
+			e.log.WithError(err).Warn("reading held packets")
+			continue
+		}
+		if !ok {
+			flush() // nothing more waiting: send what we have now
+			if err := e.sock.wait(100); err != nil {
+				return fmt.Errorf("punt socket: %w", err)
+			}
+			continue
+		}
+		raw := append([]byte(nil), buf[:n]...)
+		rec, h, ok := e.take(raw)
+		if !ok {
+			continue
+		}
+		if size+channel.PuntRecordSize(rec) > channel.MaxPayload || len(batch) == 256 {
+			flush()
+		}
+		batch = append(batch, rec)
+		batchHeld = append(batchHeld, h)
+		size += channel.PuntRecordSize(rec)
+	}
+	flush()
+	return nil
+}
+
+// take turns a frame read from the punt device into a punt record and, for
+// a held (not tapped) packet, a held entry. ok=false: decided already.
+func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
+	if len(raw) < vnetHdrLen+14+datapath.PuntMetaSize {
+		e.mu.Lock()
+		e.c.malformed++
+		e.mu.Unlock()
+		return channel.PuntRecord{}, nil, false
+	}
+	frame := raw[vnetHdrLen:]
+	meta, err := datapath.ParsePuntMeta(frame)
+	if err != nil {
+		e.mu.Lock()
+		e.c.malformed++
+		e.mu.Unlock()
+		e.log.WithError(err).Warn("held packet without metadata")
+		return channel.PuntRecord{}, nil, false
+	}
+	// The slow path sees the packet as the vNIC did: without metadata.
+	orig := make([]byte, 0, len(frame)-datapath.PuntMetaSize)
+	orig = append(append(orig, frame[:14]...), frame[14+datapath.PuntMetaSize:]...)
+	dir := channel.ToGuest
+	if meta.FromGuest {
+		dir = channel.FromGuest
+	}
+	rec := channel.PuntRecord{Guest: meta.Slot, Direction: dir, FlowID: meta.FlowID, PacketID: meta.PacketID, Data: orig}
+	if meta.Flags&datapath.MetaTap != 0 {
+		rec.Flags = channel.PuntTapCopy
+		e.mu.Lock()
+		e.c.tapCopies++
+		e.mu.Unlock()
+		return rec, nil, true
+	}
+	g, _ := e.cfg.GuestOf(meta.Slot)
+	h := &held{id: meta.PacketID, slot: meta.Slot, flow: flowKey{meta.Slot, meta.FlowID}, meta: meta, raw: raw,
+		deadline: time.Now().Add(e.cfg.VerdictTimeout)}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.c.held++
+	fs := e.flows[h.flow]
+	if fs == nil {
+		fs = &flowState{}
+		e.flows[h.flow] = fs
+	}
+	fs.lastSeen = time.Now()
+	fs.queue = append(fs.queue, h)
+	e.byID[h.id] = h
+	e.order = append(e.order, h)
+	e.guestPkts[h.slot]++
+	e.guestBytes[h.slot] += len(raw)
+	e.totalBytes += len(raw)
+	switch {
+	case fs.blocked:
+		e.decide(h, channel.ActionDrop, nil, "blocked")
+	case fs.offload:
+		// Offloaded, but the datapath still sends us the flow until
+		// every earlier held packet is back: pass it on, in order.
+		e.decide(h, channel.ActionAllow, nil, "offloaded")
+	case e.sess.Load() == nil:
+		e.failOne(h, g, "unbound")
+	case e.guestPkts[h.slot] > e.cfg.GuestPackets || e.guestBytes[h.slot] > e.cfg.GuestBytes || e.totalBytes > e.cfg.TotalBytes:
+		e.failOne(h, g, "queue full")
+	default:
+		return rec, h, true
+	}
+	e.release(fs)
+	return channel.PuntRecord{}, nil, false
+}
+
+// send ships a batch; a batch that cannot be sent fails its packets.
+func (e *Engine) send(batch []channel.PuntRecord, hs []*held) {
+	s := e.sess.Load()
+	var err error
+	if s == nil {
+		err = errors.New("no slow path bound")
+	} else {
+		var p []byte
+		if p, err = channel.AppendPuntBatch(make([]byte, 0, 1<<16), batch); err == nil {
+			err = s.Send(channel.TypePuntBatch, p)
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if err == nil {
+		e.c.sent += uint64(len(batch))
+		e.c.batches++
+		return
+	}
+	for _, h := range hs {
+		if h == nil || h.decided {
+			continue
+		}
+		g, _ := e.cfg.GuestOf(h.slot)
+		e.failOne(h, g, "queue full")
+		if fs := e.flows[h.flow]; fs != nil {
+			e.release(fs)
+		}
+	}
+}
+
+// decide settles a held packet; release delivers it when its turn comes.
+func (e *Engine) decide(h *held, a channel.Action, reply []byte, why string) {
+	if h.decided {
+		return
+	}
+	h.decided, h.action, h.reply, h.why = true, a, reply, why
+}
+
+// failOne applies the guest's fail policy to one held packet.
+func (e *Engine) failOne(h *held, g Guest, why string) {
+	if g.FailClosed {
+		e.c.failClosed[why]++
+		e.decide(h, channel.ActionDrop, nil, why)
+		return
+	}
+	e.c.failOpen[why]++
+	e.decide(h, channel.ActionAllow, nil, why)
+}
+
+// release delivers a flow's decided packets from the head of its queue, so
+// a flow's packets leave in the order they came.
+func (e *Engine) release(fs *flowState) {
+	for len(fs.queue) > 0 && fs.queue[0].decided {
+		h := fs.queue[0]
+		fs.queue = fs.queue[1:]
+		h.released = true
+		delete(e.byID, h.id)
+		e.guestPkts[h.slot]--
+		e.guestBytes[h.slot] -= len(h.raw)
+		e.totalBytes -= len(h.raw)
+		switch h.action {
+		case channel.ActionAllow:
+			if err := e.sock.write(h.raw); err != nil {
+				e.c.writeErrors++
+				e.dropped(h, fs)
+				e.log.WithError(err).Warn("reinjecting a held packet")
+				continue
+			}
+			e.c.reinjected++
+		case channel.ActionReject:
+			e.c.rejected++
+			e.dropped(h, fs)
+			e.answer(h)
+		default:
+			e.c.droppedByVerdict++
+			e.dropped(h, fs)
+		}
+	}
+}
+
+// dropped counts a held packet that will not come back through the vNIC;
+// the datapath's offload hand-over waits for the others only.
+func (e *Engine) dropped(h *held, fs *flowState) {
+	fs.dropped++
+	if fs.offload {
+		_ = e.dp.SetFlowDecision(h.slot, h.flow.flow, datapath.DecideOffload, fs.dropped)
+	}
+}
+
+// answer sends a rejected packet's sender the slow path's reply or a reset.
+func (e *Engine) answer(h *held) {
+	frame := h.raw[vnetHdrLen:]
+	l3 := h.reply
+	if l3 == nil {
+		orig := append(append([]byte(nil), frame[:14]...), frame[14+datapath.PuntMetaSize:]...)
+		var err error
+		if l3, err = rejectPacket(orig); err != nil {
+			e.log.WithError(err).Debug("cannot answer a rejected packet")
+			return
+		}
+	}
+	out := make([]byte, vnetHdrLen, vnetHdrLen+14+datapath.PuntMetaSize+len(l3))
+	out = append(out, frame[6:12]...) // to the sender: swap the addresses
+	out = append(out, frame[0:6]...)
+	etype := uint16(0x0800)
+	if len(l3) > 0 && l3[0]>>4 == 6 {
+		etype = 0x86dd
+	}
+	out = binary.BigEndian.AppendUint16(out, etype)
+	out = datapath.AppendInjectMeta(out, h.meta.Ifindex, h.meta.FromGuest, h.slot)
+	out = append(out, l3...)
+	if err := e.sock.write(out); err != nil {
+		e.log.WithError(err).Warn("sending a reject")
+		return
+	}
+	e.c.answers++
+}
+
+// expire gives packets whose verdict is late their guest's fail decision.
+func (e *Engine) expire(now time.Time) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	i := 0
+	for ; i < len(e.order); i++ {
+		h := e.order[i]
+		if h.released {
+			continue
+		}
+		if now.Before(h.deadline) {
+			break
+		}
+		if !h.decided {
+			g, _ := e.cfg.GuestOf(h.slot)
+			e.failOne(h, g, "timeout")
+			if fs := e.flows[h.flow]; fs != nil {
+				e.release(fs)
+			}
+		}
+	}
+	// Entries that need no timeout any more leave the front.
+	for len(e.order) > 0 && (e.order[0].released || e.order[0].decided) {
+		e.order = e.order[1:]
+	}
+	for k, fs := range e.flows {
+		if len(fs.queue) == 0 && now.Sub(fs.lastSeen) > 30*time.Second {
+			delete(e.flows, k)
+		}
+	}
+}
+
+// failAll decides every held packet by its guest's fail policy at once.
+func (e *Engine) failAll(why string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, h := range e.order {
+		if !h.released && !h.decided {
+			g, _ := e.cfg.GuestOf(h.slot)
+			e.failOne(h, g, why)
+		}
+	}
+	for _, fs := range e.flows {
+		e.release(fs)
+	}
+	e.order = e.order[:0]
+}
+
+// Bound is called when a slow path binds: if it inspects, punting starts.
+func (e *Engine) Bound(s *channel.Session, r channel.Result) {
+	if !r.Negotiated.Has(channel.CapIPS) && !r.Negotiated.Has(channel.CapWRS) {
+		e.log.WithField("capabilities", r.Negotiated.String()).Warn("bound slow path inspects nothing: inspected flows follow their fail policy")
+		return
+	}
+	e.sess.Store(s)
+	if err := e.dp.SetSlowPath(true); err != nil {
+		e.log.WithError(err).Error("cannot start punting")
+	}
+}
+
+// Unbound stops punting and fails whatever was held for the lost slow path.
+func (e *Engine) Unbound(error) {
+	e.sess.Store(nil)
+	if err := e.dp.SetSlowPath(false); err != nil {
+		e.log.WithError(err).Error("cannot stop punting")
+	}
+	e.failAll("unbound")
+}
+
+// HandleFrame takes verdicts and events from the slow path.
+func (e *Engine) HandleFrame(f channel.Frame) error {
+	switch f.Type {
+	case channel.TypeVerdictBatch:
+		vs, err := channel.DecodeVerdictBatch(f.Payload, nil)
+		if err != nil {
+			return err
+		}
+		e.verdicts(vs)
+	case channel.TypeEventBatch:
+		recs, err := channel.DecodeEventBatch(f.Payload, nil)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			r.Body = append([]byte(nil), r.Body...)
+			if e.cfg.Events != nil {
+				e.cfg.Events(r)
+			}
+		}
+	}
+	return nil
+}
+
+func (e *Engine) verdicts(vs []channel.VerdictRecord) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, v := range vs {
+		e.c.verdicts[v.Action]++
+		h := e.byID[v.PacketID]
+		fk := flowKey{v.Guest, v.FlowID}
+		if h == nil || h.flow != fk {
+			// A tap copy's verdict, or one that came after its packet
+			// was decided by timeout.
+			if g, ok := e.cfg.GuestOf(v.Guest); ok && g.Tap {
+				e.c.tapVerdicts++
+				if v.Action != channel.ActionAllow {
+					e.c.tapWouldDrop++
+				}
+				if v.Flow == channel.FlowOffload {
+					_ = e.dp.SetFlowDecision(v.Guest, v.FlowID, datapath.DecideOffload, 0)
+				}
+			} else {
+				e.c.late++
+			}
+			continue
+		}
+		fs := e.flows[fk]
+		switch v.Flow {
+		case channel.FlowOffload:
+			if !fs.offload && !fs.blocked {
+				fs.offload = true
+				e.c.offloads++
+				// The datapath switches once every held packet of the
+				// flow has come back; those still held are passed on in
+				// order as their own verdicts arrive.
+				if err := e.dp.SetFlowDecision(v.Guest, v.FlowID, datapath.DecideOffload, fs.dropped); err != nil {
+					e.log.WithError(err).Warn("offloading a flow")
+				}
+			}
+		case channel.FlowBlock:
+			if !fs.blocked {
+				fs.blocked, fs.offload = true, false
+				e.c.blocks++
+				if err := e.dp.SetFlowDecision(v.Guest, v.FlowID, datapath.DecideBlock, 0); err != nil {
+					e.log.WithError(err).Warn("blocking a flow")
+				}
+			}
+		}
+		var reply []byte
+		if len(v.Reply) > 0 {
+			reply = append([]byte(nil), v.Reply...)
+		}
+		e.decide(h, v.Action, reply, "verdict")
+		if fs.blocked {
+			for _, later := range fs.queue {
+				e.decide(later, channel.ActionDrop, nil, "blocked")
+			}
+		}
+		e.release(fs)
+	}
+}

@@ -1,0 +1,521 @@
+package punt_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/palisade/palisade/fastpath/bindserver"
+	"github.com/palisade/palisade/fastpath/channel"
+	"github.com/palisade/palisade/fastpath/datapath"
+	"github.com/palisade/palisade/fastpath/guests"
+	"github.com/palisade/palisade/fastpath/policy"
+	"github.com/palisade/palisade/fastpath/punt"
+	"github.com/palisade/palisade/hypervisor/lab"
+	"github.com/palisade/palisade/slowpath/bindclient"
+)
+
+const marker = "EVIL-MARKER"
+
+var secret = []byte("0123456789abcdef0123456789abcdef")
+
+// slowPath is a minimal slow path for these tests: it drops (and blocks the
+// flow of) any packet containing the marker, allows the rest, and offloads a
+// flow after offloadAfter packets (0: never).
+type slowPath struct {
+	offloadAfter int
+	reject       bool // answer the marker with reject instead of drop
+	mu           sync.Mutex
+	sess         *channel.Session
+	seen         map[uint64]int
+	punts        int
+}
+
+func (s *slowPath) Bound(sess *channel.Session, _ channel.Result) {
+	s.mu.Lock()
+	s.sess = sess
+	s.mu.Unlock()
+}
+func (s *slowPath) Unbound(error) {}
+
+func (s *slowPath) HandleFrame(f channel.Frame) error {
+	if f.Type != channel.TypePuntBatch {
+		return nil
+	}
+	var vs []channel.VerdictRecord
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	err := channel.DecodePuntBatch(f.Payload, func(r channel.PuntRecord) error {
+		s.punts++
+		s.seen[r.FlowID]++
+		v := channel.VerdictRecord{Guest: r.Guest, FlowID: r.FlowID, PacketID: r.PacketID, Action: channel.ActionAllow}
+		switch {
+		case bytes.Contains(r.Data, []byte(marker)):
+			v.Action, v.Flow = channel.ActionDrop, channel.FlowBlock
+			if s.reject {
+				v.Action = channel.ActionReject
+			}
+		case s.offloadAfter > 0 && s.seen[r.FlowID] >= s.offloadAfter:
+			v.Flow = channel.FlowOffload
+		}
+		vs = append(vs, v)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	p, err := channel.AppendVerdictBatch(nil, vs)
+	if err != nil {
+		return err
+	}
+	return s.sess.Send(channel.TypeVerdictBatch, p)
+}
+
+func (s *slowPath) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.punts
+}
+
+type rig struct {
+	t        *testing.T
+	lab      *lab.Lab
+	site     *lab.Site
+	web      *lab.Endpoint
+	peer     *lab.Endpoint
+	dp       *datapath.Datapath
+	mgr      *guests.Manager
+	engine   *punt.Engine
+	slow     *slowPath
+	stopSlow func()
+}
+
+func quiet() *logrus.Logger {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return l
+}
+
+func newRig(t *testing.T, offloadAfter int, inspectionFailure string) *rig {
+	t.Helper()
+	return newRigMode(t, offloadAfter, inspectionFailure, policy.Inline)
+}
+
+func newRigMode(t *testing.T, offloadAfter int, inspectionFailure string, mode policy.Mode) *rig {
+	t.Helper()
+	l := lab.ForTest(t)
+	site, err := l.Site("esx", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, lab: l, site: site}
+	if r.web, err = l.Endpoint(site, "web", "vnic-web", 10, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r.peer, err = l.Endpoint(site, "peer", "peer0", 20, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r.dp, err = datapath.Open(datapath.Config{PinDir: filepath.Join(lab.BPFFSForTest(t), "palisade")}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.dp.Close() })
+	if r.mgr, err = guests.New(guests.Config{Datapath: r.dp, StateFile: filepath.Join(t.TempDir(), "g.json"),
+		Links: site.Host.Netlink(), Log: quiet()}); err != nil {
+		t.Fatal(err)
+	}
+	err = site.Host.Do(func() (err error) {
+		// The packet socket belongs to the namespace it is made in.
+		r.engine, err = punt.New(punt.Config{Datapath: r.dp, Links: site.Host.Netlink(), Log: quiet(),
+			GuestOf: func(slot uint32) (punt.Guest, bool) {
+				g, ok := r.mgr.BySlot(slot)
+				return punt.Guest{ID: g.ID, FailClosed: g.FailClosed, Tap: g.Tap}, ok
+			}})
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = r.engine.Run(ctx) }()
+
+	srv, err := bindserver.New(bindserver.Config{Self: channel.Identity{Version: channel.Current(), Revision: channel.ProtocolRevision,
+		Capabilities: channel.CapIPS | channel.CapOffload}, Secret: secret, Handler: r.engine, Log: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := site.Host.Listen("tcp", channel.DefaultBindAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = srv.Serve(ctx, ln) }()
+	r.slow = &slowPath{offloadAfter: offloadAfter, seen: map[uint64]int{}}
+	r.startSlowPath()
+
+	p := &policy.Policy{Mode: mode, DefaultAction: policy.Deny, Inspection: []string{"ips"}, InspectionFailure: inspectionFailure,
+		Rules: []policy.Rule{
+			{ID: 1, Action: policy.Allow, Direction: policy.Inbound, Protocol: "tcp", DestinationPorts: []string{"80"}},
+			{ID: 2, Action: policy.Allow, Direction: policy.Inbound, Protocol: "udp", DestinationPorts: []string{"7000"}},
+			{ID: 3, Action: policy.Allow, Direction: policy.Outbound},
+		}}
+	if err := site.Host.Do(func() error { return r.mgr.Activate("web", "vnic-web", p) }); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// startSlowPath binds the in-test slow path from the appliance and waits
+// until punting is on.
+func (r *rig) startSlowPath() {
+	r.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	c, err := bindclient.New(bindclient.Config{
+		Self:   channel.Identity{Version: channel.Current(), Revision: channel.ProtocolRevision, Capabilities: channel.CapIPS | channel.CapOffload},
+		Secret: func() ([]byte, error) { return secret, nil },
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			return r.site.Appliances[0].DialContext(ctx, &net.Dialer{}, "tcp", channel.DefaultBindAddress)
+		},
+		Handler: r.slow, Log: quiet(),
+	})
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { defer close(done); _ = c.Run(ctx) }()
+	var once sync.Once
+	r.stopSlow = func() { once.Do(func() { cancel(); <-done }) }
+	r.t.Cleanup(r.stopSlow)
+	deadline := time.Now().Add(5 * time.Second)
+	for !r.engine.Stats().Bound {
+		if time.Now().After(deadline) {
+			r.t.Fatal("slow path did not bind")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func (r *rig) counters() datapath.Counters {
+	r.t.Helper()
+	st, err := r.mgr.Stats("web")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return datapath.Counters{Values: st.Counters, Drops: st.Drops}
+}
+
+// httpServer answers each request line with a response line.
+func (r *rig) httpServer() {
+	ln, err := r.web.NS.Listen("tcp", "198.51.100.10:80")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					line, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					fmt.Fprintf(c, "HTTP/1.1 200 OK for %s", line)
+				}
+			}()
+		}
+	}()
+}
+
+func (r *rig) request(c net.Conn, line string, timeout time.Duration) (string, error) {
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := fmt.Fprintf(c, "%s\n", line); err != nil {
+		return "", err
+	}
+	return bufio.NewReader(c).ReadString('\n')
+}
+
+func TestMarkerDroppedCleanRequestServedThenOffloaded(t *testing.T) {
+	r := newRig(t, 12, "open")
+	r.httpServer()
+	c, err := r.peer.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.10:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 20; i++ {
+		resp, err := r.request(c, fmt.Sprintf("GET /page%d HTTP/1.1", i), 2*time.Second)
+		if err != nil || !strings.Contains(resp, fmt.Sprintf("200 OK for GET /page%d", i)) {
+			t.Fatalf("request %d: %q %v", i, resp, err)
+		}
+	}
+	before := r.counters()
+	if before.Get("punted") == 0 || before.Get("punted") > 14 {
+		t.Fatalf("punted %d packets before offload (offload after 12)", before.Get("punted"))
+	}
+	for i := 0; i < 50; i++ {
+		if _, err := r.request(c, fmt.Sprintf("GET /more%d HTTP/1.1", i), 2*time.Second); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := r.counters()
+	if after.Get("punted") != before.Get("punted") {
+		t.Fatalf("offloaded flow still punted: %d -> %d", before.Get("punted"), after.Get("punted"))
+	}
+	if after.Get("offloaded_hits") < 100 {
+		t.Fatalf("offloaded hits %d", after.Get("offloaded_hits"))
+	}
+	st := r.engine.Stats()
+	t.Logf("flow: %d packets punted, then %d passed in the kernel after offload; engine %+v", after.Get("punted"), after.Get("offloaded_hits"), st)
+
+	// A request carrying the marker never reaches the server; the flow is
+	// blocked in the kernel from then on.
+	c2, err := r.peer.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.10:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	if _, err := r.request(c2, "GET /clean HTTP/1.1", 2*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := r.request(c2, "GET /?q="+marker+" HTTP/1.1", 500*time.Millisecond)
+	if err == nil {
+		t.Fatalf("request with the marker was answered: %q", resp)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for r.counters().Drops["flow_blocked"] == 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // TCP retransmits the dropped segment
+	}
+	if r.counters().Drops["flow_blocked"] == 0 || r.engine.Stats().Blocks != 1 {
+		t.Fatalf("blocked flow: drops %v, engine %+v", r.counters().Drops, r.engine.Stats())
+	}
+}
+
+// TestStreamThroughInspectionKeepsOrder sends a sequence-numbered UDP stream
+// through an inspected flow (never offloaded) and checks every datagram
+// arrives once, in order.
+func TestStreamThroughInspectionKeepsOrder(t *testing.T) {
+	r := newRig(t, 0, "closed")
+	rx, err := r.web.NS.ListenPacket("udp", "198.51.100.10:7000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rx.Close()
+	_ = rx.(*net.UDPConn).SetReadBuffer(8 << 20)
+	tx, err := r.peer.NS.ListenPacket("udp", "198.51.100.20:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	const n = 5000
+	got := make(chan []uint64, 1)
+	go func() {
+		var seqs []uint64
+		buf := make([]byte, 64)
+		for {
+			_ = rx.SetReadDeadline(time.Now().Add(time.Second))
+			m, _, err := rx.ReadFrom(buf)
+			if err != nil {
+				got <- seqs
+				return
+			}
+			seqs = append(seqs, binary.BigEndian.Uint64(buf[:m]))
+		}
+	}()
+	dst := &net.UDPAddr{IP: net.ParseIP("198.51.100.10"), Port: 7000}
+	var b [8]byte
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		binary.BigEndian.PutUint64(b[:], uint64(i))
+		if _, err := tx.WriteTo(b[:], dst); err != nil {
+			t.Fatal(err)
+		}
+		if i%50 == 49 {
+			time.Sleep(time.Millisecond) // ~50k datagrams/s at most
+		}
+	}
+	seqs := <-got
+	elapsed := time.Since(start)
+	for i, s := range seqs {
+		if s != uint64(i) {
+			t.Fatalf("datagram %d is sequence %d: lost, duplicated or reordered (got %d of %d)", i, s, len(seqs), n)
+		}
+	}
+	if len(seqs) != n {
+		t.Fatalf("%d of %d datagrams arrived", len(seqs), n)
+	}
+	st := r.engine.Stats()
+	if r.slow.count() < n || st.Reinjected < n {
+		t.Fatalf("not every datagram went through the slow path: slow path saw %d, reinjected %d", r.slow.count(), st.Reinjected)
+	}
+	t.Logf("%d datagrams through the slow path in %s, all once and in order (%d batches)", n, elapsed.Round(time.Millisecond), st.Batches)
+}
+
+func TestSlowPathLossFailsOpenOrClosedThenResumes(t *testing.T) {
+	for _, mode := range []string{"open", "closed"} {
+		t.Run(mode, func(t *testing.T) {
+			r := newRig(t, 0, mode)
+			r.httpServer()
+			c, err := r.peer.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.10:80")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := r.request(c, "GET /before HTTP/1.1", 2*time.Second); err != nil {
+				t.Fatal(err)
+			}
+			r.stopSlow()
+			resp, err := r.request(c, "GET /while-down HTTP/1.1", 700*time.Millisecond)
+			cnt := r.counters()
+			switch mode {
+			case "open":
+				if err != nil {
+					t.Fatalf("fail-open guest stopped flowing: %v", err)
+				}
+				if cnt.Get("engine_offline") == 0 {
+					t.Fatalf("engine_offline not counted: %+v", cnt.Values)
+				}
+			case "closed":
+				if err == nil {
+					t.Fatalf("fail-closed guest still flowing: %q", resp)
+				}
+				if cnt.Drops["engine_offline"] == 0 {
+					t.Fatalf("engine_offline drops not counted: %+v", cnt.Drops)
+				}
+			}
+			// Rebind: inspection resumes for new packets.
+			punted := cnt.Get("punted")
+			r.startSlowPath()
+			c2, err := r.peer.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.10:80")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c2.Close()
+			if resp, err := r.request(c2, "GET /after HTTP/1.1", 2*time.Second); err != nil || !strings.Contains(resp, "200 OK") {
+				t.Fatalf("after rebind: %q %v", resp, err)
+			}
+			if r.counters().Get("punted") <= punted {
+				t.Fatal("inspection did not resume after the rebind")
+			}
+		})
+	}
+}
+
+func TestRejectResetsTheSender(t *testing.T) {
+	r := newRig(t, 0, "open")
+	r.slow.mu.Lock()
+	r.slow.reject = true
+	r.slow.mu.Unlock()
+	r.httpServer()
+	c, err := r.peer.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.10:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	_, err = r.request(c, "GET /?q="+marker+" HTTP/1.1", 2*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "connection reset") {
+		t.Fatalf("a rejected request: %v", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("the reset took %s", took)
+	}
+	if st := r.engine.Stats(); st.Rejected != 1 || st.RejectsAnswered != 1 {
+		t.Fatalf("engine: %+v", st)
+	}
+}
+
+// TestGuestToGuestInspectedBothWays connects two inspected guests on one
+// host: the packet is held once for the sender's side and once for the
+// receiver's, and arrives.
+func TestGuestToGuestInspectedBothWays(t *testing.T) {
+	r := newRig(t, 0, "closed")
+	web2, err := r.lab.Endpoint(r.site, "web2", "vnic-web2", 11, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &policy.Policy{DefaultAction: policy.Deny, Inspection: []string{"ips"}, InspectionFailure: "closed",
+		Rules: []policy.Rule{{ID: 1, Action: policy.Allow, Direction: policy.Inbound, Protocol: "tcp", DestinationPorts: []string{"8080"}}}}
+	if err := r.site.Host.Do(func() error { return r.mgr.Activate("web2", "vnic-web2", p) }); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := web2.NS.Listen("tcp", "198.51.100.11:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_, _ = io.Copy(c, c)
+	}()
+	c, err := r.web.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.11:8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 10; i++ {
+		msg := fmt.Sprintf("guest to guest %d\n", i)
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		got, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil || got != msg {
+			t.Fatalf("echo %d: %q %v", i, got, err)
+		}
+	}
+	for _, g := range []string{"web", "web2"} {
+		st, err := r.mgr.Stats(g)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Counters["punted"] == 0 || st.Counters["reinjected"] == 0 {
+			t.Fatalf("%s: punted %d, reinjected %d", g, st.Counters["punted"], st.Counters["reinjected"])
+		}
+	}
+}
+
+func TestTapModeCopiesAndDeliversAtOnce(t *testing.T) {
+	r := newRigMode(t, 0, "closed", policy.Tap)
+	r.httpServer()
+	c, err := r.peer.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.10:80")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if resp, err := r.request(c, "GET /?q="+marker+" HTTP/1.1", 2*time.Second); err != nil || !strings.Contains(resp, "200 OK") {
+		t.Fatalf("tap mode held or dropped a request: %q %v", resp, err)
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for r.engine.Stats().TapWouldDrop == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	st := r.engine.Stats()
+	cnt := r.counters()
+	// The request and the response both carry the marker: two would-drops.
+	if st.TapCopies == 0 || st.Held != 0 || st.TapWouldDrop != 2 || st.Malformed != 0 || cnt.Get("tap_copies") == 0 || cnt.Get("punted") != 0 {
+		t.Fatalf("tap: engine %+v, datapath tap_copies %d punted %d", st, cnt.Get("tap_copies"), cnt.Get("punted"))
+	}
+}

@@ -1,0 +1,101 @@
+package punt
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// vnetHdrLen is struct virtio_net_hdr: the packet socket reports a GSO
+// super-packet's segmentation in it and takes it back on send, so held
+// packets return byte for byte, however large.
+const vnetHdrLen = 10
+
+// packetSocket reads and writes whole frames on one interface.
+type packetSocket struct {
+	fd      int
+	ifindex int
+}
+
+func htons(v uint16) uint16 { return v<<8 | v>>8 }
+
+func openPacketSocket(ifindex int) (*packetSocket, error) {
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, int(htons(unix.ETH_P_ALL)))
+	if err != nil {
+		return nil, fmt.Errorf("packet socket: %w", err)
+	}
+	s := &packetSocket{fd: fd, ifindex: ifindex}
+	for _, o := range []struct {
+		level, opt, val int
+		what            string
+	}{
+		{unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1, "vnet header"},
+		{unix.SOL_PACKET, unix.PACKET_IGNORE_OUTGOING, 1, "ignore outgoing"},
+		{unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32 << 20, "receive buffer"},
+		{unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, 32 << 20, "send buffer"},
+	} {
+		if err := unix.SetsockoptInt(fd, o.level, o.opt, o.val); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("packet socket: %s: %w", o.what, err)
+		}
+	}
+	if err := unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ALL), Ifindex: ifindex}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("packet socket: bind to ifindex %d: %w", ifindex, err)
+	}
+	return s, nil
+}
+
+// wait blocks until a frame is readable or timeoutMs passes.
+func (s *packetSocket) wait(timeoutMs int) error {
+	fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
+	_, err := unix.Poll(fds, timeoutMs)
+	if errors.Is(err, unix.EINTR) {
+		return nil
+	}
+	return err
+}
+
+// read returns the next frame with its vnet header, or ok=false if none is
+// waiting.
+func (s *packetSocket) read(buf []byte) (n int, ok bool, err error) {
+	n, _, err = unix.Recvfrom(s.fd, buf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
+	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, err
+	}
+	if n > len(buf) {
+		return 0, false, fmt.Errorf("frame of %d bytes truncated to %d", n, len(buf))
+	}
+	return n, true, nil
+}
+
+// write sends a frame that starts with its vnet header.
+func (s *packetSocket) write(b []byte) error {
+	for {
+		err := unix.Sendto(s.fd, b, 0, &unix.SockaddrLinklayer{Ifindex: s.ifindex})
+		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOBUFS) {
+			// The punt device's queue is momentarily full; it drains
+			// at wire speed.
+			if werr := s.waitWritable(); werr != nil {
+				return werr
+			}
+			continue
+		}
+		return err
+	}
+}
+
+func (s *packetSocket) waitWritable() error {
+	fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLOUT}}
+	_, err := unix.Poll(fds, 10)
+	if errors.Is(err, unix.EINTR) {
+		return nil
+	}
+	return err
+}
+
+func (s *packetSocket) close() error { return unix.Close(s.fd) }
