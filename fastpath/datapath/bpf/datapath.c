@@ -152,7 +152,7 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(max_entries, 16384); /* decisions live until a packet applies them */
 	__type(key, struct decision_key);
 	__type(value, struct flow_decision);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
