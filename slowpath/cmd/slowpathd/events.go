@@ -7,17 +7,20 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/palisade/palisade/fastpath/channel"
+	"github.com/palisade/palisade/slowpath/bindclient"
 )
 
-// fastPathEvents logs what the fast path reports over the binding, above
-// all guests it could not protect (seed 000: "slowpath event received:
-// 1(out of memory, guest protection failed)").
+// fastPathEvents is slowpathd's binding handler: it logs what the fast
+// path reports over the binding, above all guests it could not protect
+// (seed 000: "slowpath event received: 1(out of memory, guest protection
+// failed)"), and hands punts to live inspection.
 type fastPathEvents struct {
-	log logrus.FieldLogger
+	log   logrus.FieldLogger
+	punts bindclient.Handler
 }
 
-func (h *fastPathEvents) Bound(*channel.Session, channel.Result) {}
-func (h *fastPathEvents) Unbound(error)                          {}
+func (h *fastPathEvents) Bound(s *channel.Session, r channel.Result) { h.punts.Bound(s, r) }
+func (h *fastPathEvents) Unbound(reason error)                       { h.punts.Unbound(reason) }
 
 func (h *fastPathEvents) HandleFrame(f channel.Frame) error {
 	switch f.Type {
@@ -30,9 +33,7 @@ func (h *fastPathEvents) HandleFrame(f channel.Frame) error {
 			h.logEvent(r)
 		}
 	case channel.TypePuntBatch:
-		// Validated so a malformed batch still ends the session; the
-		// inspection path consumes punts once it is wired in.
-		return channel.DecodePuntBatch(f.Payload, func(channel.PuntRecord) error { return nil })
+		return h.punts.HandleFrame(f)
 	}
 	return nil
 }

@@ -7,18 +7,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/palisade/palisade/slowpath/engine"
 	"github.com/palisade/palisade/slowpath/eve"
 	"github.com/palisade/palisade/slowpath/inspect"
-	"github.com/palisade/palisade/slowpath/ips"
-	"github.com/palisade/palisade/slowpath/wrs"
 )
 
 type inspectOptions struct {
-	rules           []string
+	engines         engineFlags
 	pcap            string
-	config          string
-	feeds           []string
 	eveOut          string
 	mode            string
 	verifyChecksums bool
@@ -38,10 +33,8 @@ func inspectCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringArrayVar(&o.rules, "rules", nil, "Suricata rules file (repeatable)")
+	o.engines.register(f)
 	f.StringVar(&o.pcap, "pcap", "", "capture to read (pcap or pcapng; Ethernet or raw IP)")
-	f.StringVar(&o.config, "config", "", "YAML config: vars, stream depth, web-reputation policy (see docs/ips.md)")
-	f.StringArrayVar(&o.feeds, "wrs-feed", nil, "web reputation feed file (repeatable)")
 	f.StringVar(&o.eveOut, "eve", "-", "file to append EVE JSON alerts to; - for stdout")
 	f.StringVar(&o.mode, "mode", "ids", "ids: drop rules only alert; ips: drop/reject rules block their flows")
 	f.BoolVar(&o.verifyChecksums, "verify-checksums", false, "skip packets with bad IP/TCP/UDP/ICMP checksums")
@@ -54,18 +47,12 @@ func runInspect(o inspectOptions, stdout, stderr io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	if len(o.rules) == 0 && len(o.feeds) == 0 {
+	if len(o.engines.rules) == 0 && len(o.engines.feeds) == 0 {
 		return inspect.ErrNoEngines
 	}
-	cfg := ips.DefaultConfig()
-	policies := &wrs.Policies{}
-	if o.config != "" {
-		if cfg, err = ips.LoadConfig(o.config); err != nil {
-			return err
-		}
-		if policies, err = wrs.LoadPolicies(o.config); err != nil {
-			return err
-		}
+	files, err := o.engines.load()
+	if err != nil {
+		return err
 	}
 	var out *eve.Writer
 	if o.eveOut == "-" {
@@ -80,28 +67,18 @@ func runInspect(o inspectOptions, stdout, stderr io.Writer) (err error) {
 		}
 	}()
 
-	stamp := inspect.NewStamp(out)
-	var chain engine.Chain
-	if len(o.rules) > 0 {
-		rs, err := ips.LoadFiles(cfg, o.rules...)
-		if err != nil {
-			return err
-		}
+	if rs := files.rules; rs != nil {
 		st := rs.Stats()
 		fmt.Fprintf(stderr, "rules: %d loaded, %d refused\n", st.Loaded, st.Refused)
 		for _, r := range rs.Refused() {
 			fmt.Fprintf(stderr, "refused: %v\n", r)
 		}
-		chain = append(chain, ips.New(rs, cfg, ips.WithSink(stamp), ips.WithChecksumValidation(o.verifyChecksums)))
 	}
-	if len(o.feeds) > 0 {
-		feed, err := wrs.LoadFeeds(o.feeds...)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(stderr, "web reputation: %d entries\n", feed.Len())
-		chain = append(chain, wrs.New(feed, policies, wrs.WithSink(stamp), wrs.WithChecksumValidation(o.verifyChecksums)))
+	if files.feed != nil {
+		fmt.Fprintf(stderr, "web reputation: %d entries\n", files.feed.Len())
 	}
+	stamp := inspect.NewStamp(out)
+	chain := files.engines(stamp, engineOptions{verifyChecksums: o.verifyChecksums})
 	sum, runErr := inspect.Run(o.pcap, chain, stamp, mode)
 	fmt.Fprintf(stderr, "packets: %d read, %d inspected, %d offloaded; alerts: %d; drops: %d (%d in blocked flows)\n",
 		sum.Packets, sum.Inspected, sum.Offloaded, sum.Alerts, sum.Dropped, sum.FlowDropped)

@@ -24,7 +24,7 @@ import (
 const defaultControlSocket = "/run/palisade/slowpathd.sock"
 
 // Capabilities this build of the slow path offers a fast path.
-const capabilities = channel.CapEvents
+const capabilities = channel.CapIPS | channel.CapWRS | channel.CapOffload | channel.CapEvents
 
 type options struct {
 	connect       string
@@ -34,6 +34,7 @@ type options struct {
 	backoffMax    time.Duration
 	binding       daemon.BindingFlags
 	log           daemon.LogFlags
+	inspection    inspectionFlags
 }
 
 func main() {
@@ -47,10 +48,12 @@ func main() {
 	o.binding.Register(f, "fast path")
 	f.DurationVar(&o.backoffMax, "backoff-max", 5*time.Second, "longest wait between reconnection attempts")
 	o.log.Register(f)
+	o.inspection.register(f)
 	root.PersistentFlags().StringVar(&o.controlSocket, "control-socket", defaultControlSocket, "local control socket")
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return run(o) }
 	root.AddCommand(daemon.StatusCommand(&o.controlSocket))
 	root.AddCommand(inspectCommand())
+	root.AddCommand(inspectionCommand(&o.controlSocket))
 	daemon.Main(root)
 }
 
@@ -73,6 +76,10 @@ func run(o options) error {
 	if _, err := channel.ReadSecretFile(o.binding.SecretFile); err != nil {
 		return err
 	}
+	insp, err := o.inspection.start(log)
+	if err != nil {
+		return err
+	}
 	client, err := bindclient.New(bindclient.Config{
 		Self:     channel.Identity{Version: channel.Current(), Revision: channel.ProtocolRevision, Capabilities: capabilities, ID: o.applianceID},
 		Endpoint: ep.String(),
@@ -80,9 +87,10 @@ func run(o options) error {
 		Secret:   func() ([]byte, error) { return channel.ReadSecretFile(o.binding.SecretFile) },
 		Timing:   o.binding.Timing, BackoffMax: o.backoffMax,
 		Log:     log,
-		Handler: &fastPathEvents{log: log},
+		Handler: &fastPathEvents{log: log, punts: insp.svc},
 	})
 	if err != nil {
+		_ = insp.svc.Close()
 		return err
 	}
 	ctx, stop := daemon.SignalContext()
@@ -94,8 +102,12 @@ func run(o options) error {
 	mux.HandleFunc("GET /v1/status", func(w http.ResponseWriter, _ *http.Request) {
 		localapi.WriteJSON(w, http.StatusOK, client.Status())
 	})
+	mux.HandleFunc("GET /v1/inspection", func(w http.ResponseWriter, _ *http.Request) {
+		localapi.WriteJSON(w, http.StatusOK, insp.status())
+	})
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return client.Run(gctx) })
+	g.Go(func() error { return insp.svc.Run(gctx) })
 	g.Go(func() error { return localapi.Serve(gctx, o.controlSocket, mux) })
 	err = g.Wait()
 	log.Info("slowpathd stopped")
