@@ -90,6 +90,7 @@ type LatencyStats struct {
 	Samples     int     `json:"samples"`
 	P50Micros   float64 `json:"p50_us"`
 	P99Micros   float64 `json:"p99_us"`
+	MaxMicros   float64 `json:"max_us"`
 	EngineP50Us float64 `json:"engine_p50_us"`
 	EngineP99Us float64 `json:"engine_p99_us"`
 }
@@ -123,6 +124,7 @@ func (s *Service) Stats() Stats {
 		eng = w.engine.appendTo(eng)
 	}
 	st.Latency = LatencyStats{Samples: len(total), P50Micros: percentile(total, 50), P99Micros: percentile(total, 99),
+		MaxMicros:   percentile(total, 100),
 		EngineP50Us: percentile(eng, 50), EngineP99Us: percentile(eng, 99)}
 	return st
 }
@@ -166,7 +168,7 @@ func (st Stats) Print(w io.Writer, extra ...[2]string) {
 	row("alerts", "%d emitted, %d sent, %d over the rate limit, %d unbound; %d written to the EVE file",
 		a.Emitted, a.Sent, a.DroppedRate, a.DroppedUnbound, a.Written)
 	l := st.Latency
-	row("latency", "p50 %.1fµs p99 %.1fµs (engines p50 %.1fµs p99 %.1fµs) over %d samples",
-		l.P50Micros, l.P99Micros, l.EngineP50Us, l.EngineP99Us, l.Samples)
+	row("latency", "p50 %.1fµs p99 %.1fµs max %.1fµs (engines p50 %.1fµs p99 %.1fµs) over %d samples",
+		l.P50Micros, l.P99Micros, l.MaxMicros, l.EngineP50Us, l.EngineP99Us, l.Samples)
 	_ = tw.Flush()
 }
