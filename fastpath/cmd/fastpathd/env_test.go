@@ -117,10 +117,10 @@ func newEnvBefore(t *testing.T, before func(host *lab.Namespace), extra ...strin
 }
 
 // startSlowpathd binds the site's appliance and waits until it is bound.
-func (e *env) startSlowpathd() *lab.Process {
+func (e *env) startSlowpathd(args ...string) *lab.Process {
 	e.t.Helper()
 	out := &syncBuf{}
-	p, err := e.lab.StartSlowpathd(e.run, 0, bins.Slowpathd, out)
+	p, err := e.lab.StartSlowpathd(e.run, 0, bins.Slowpathd, out, args...)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -30,6 +30,10 @@ func openBudget(o options, dp *datapath.Datapath) (*heap.Budget, heap.Costs, err
 	if err != nil {
 		return nil, costs, fmt.Errorf("measure the kernel's map costs: %w", err)
 	}
+	if o.puntQueue < 1 {
+		return nil, costs, fmt.Errorf("--punt-queue %d: want at least 1", o.puntQueue)
+	}
+	costs.PuntQueue = o.puntQueue
 	base, err := dp.BaseMemory()
 	if err != nil {
 		return nil, costs, fmt.Errorf("measure the datapath's memory: %w", err)

@@ -45,6 +45,7 @@ type options struct {
 	controlSocket    string
 	unboundWarnEvery time.Duration
 	verdictTimeout   time.Duration
+	puntQueue        uint64
 	binding          daemon.BindingFlags
 	log              daemon.LogFlags
 	store            storeFlags
@@ -80,6 +81,7 @@ func main() {
 	f.DurationVar(&o.unboundWarnEvery, "unbound-warn-every", 10*time.Second, "how often to warn while no slow path is bound")
 	f.DurationVar(&o.store.sweepEvery, "sweep-every", 5*time.Second, "how often idle connections are expired")
 	f.DurationVar(&o.verdictTimeout, "verdict-timeout", 50*time.Millisecond, "how long a packet is held for the slow path's verdict before its guest's fail policy decides")
+	f.Uint64Var(&o.puntQueue, "punt-queue", heap.DefaultPuntQueue, "packets held at most per inspected guest (each reserves 4 KiB of the heap budget)")
 	f.Uint32Var(&o.store.wordPool, "rule-bitmap-words", 1<<20, "size of the shared rule-bitmap pool (8 bytes each)")
 	f.Uint32Var(&o.store.rulePool, "rule-slots", 1<<18, "size of the shared rule pool")
 	f.StringVar(&o.heapMax, "heap-max", "256MiB", "memory budget for the datapath and every protected guest")

@@ -1,9 +1,6 @@
 package main
 
 import (
-	"fmt"
-	"strings"
-
 	"github.com/sirupsen/logrus"
 	"github.com/spf13/pflag"
 
@@ -62,17 +59,18 @@ func (f *engineFlags) load() (*engineFiles, error) {
 	return l, nil
 }
 
-// refusedError lists every refused rule: the daemon does not start with
-// rules it cannot enforce.
-func (l *engineFiles) refusedError() error {
-	if l.rules == nil || len(l.rules.Refused()) == 0 {
-		return nil
+// logRefused reports a rule set as the issue asks: every refused rule with
+// its sid and reason, and the totals. The rules that load are enforced; the
+// refused ones are not loaded at all (never half-loaded), and the operator
+// sees which.
+func (l *engineFiles) logRefused(log logrus.FieldLogger) {
+	if l.rules == nil {
+		return
 	}
-	lines := make([]string, 0, len(l.rules.Refused()))
 	for _, r := range l.rules.Refused() {
-		lines = append(lines, "  "+r.Error())
+		log.WithField("reason", r.Error()).Warn("rule refused")
 	}
-	return fmt.Errorf("rules: %d refused (fix or comment them out):\n%s", len(lines), strings.Join(lines, "\n"))
+	log.WithFields(logrus.Fields{"loaded": l.rules.Len(), "refused": len(l.rules.Refused())}).Info("rules loaded")
 }
 
 // engineOptions are how the engines are built: offline or live.

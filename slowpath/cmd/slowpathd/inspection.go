@@ -54,9 +54,7 @@ func (f *inspectionFlags) start(log logrus.FieldLogger) (*inspection, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := files.refusedError(); err != nil {
-		return nil, err
-	}
+	files.logRefused(log)
 	var out *eve.Writer
 	if f.eve != "" {
 		if out, err = eve.OpenFile(f.eve); err != nil {

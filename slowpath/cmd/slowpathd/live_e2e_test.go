@@ -150,17 +150,39 @@ func TestLiveInspectionRefusesBadFiles(t *testing.T) {
 	badFeed := writeFile(t, dir, "bad.feed", "ok.test news 5\nbroken.test x\n")
 	badConfig := writeFile(t, dir, "bad.yaml", "vars:\n  address-groups:\n    HOME_NET: [unclosed\n")
 	rules := filepath.Join(testdata, "test.rules")
+	// A refused rule is listed with its sid and reason and the daemon runs
+	// with the rules it can enforce (a real rule set always has some it
+	// cannot).
+	cmd := exec.Command(bin, "--secret-file", secret, "--control-socket", filepath.Join(dir, "sock"), "--rules", rules,
+		"--connect", "127.0.0.1:9", "--allow-non-link-local") // loopback only: nothing may leave this machine
+	var logs strings.Builder
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(logs.String(), `msg="rules loaded"`) && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(os.Interrupt)
+	_ = cmd.Wait()
+	for _, want := range []string{`msg="rule refused"`, `sid 1000099: unsupported protocol \"dns\"`, "loaded=4", "refused=1"} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("refused rule: log lacks %s:\n%s", want, logs.String())
+		}
+	}
 	for _, c := range []struct {
 		args []string
 		want string
 	}{
-		{[]string{"--rules", rules}, rules + `:22: sid 1000099: unsupported protocol "dns"`},
 		{[]string{"--wrs-feed", badFeed}, badFeed + ":2: want"},
 		{[]string{"--config", badConfig}, badConfig + ": yaml: line"},
 		{[]string{"--rules", filepath.Join(dir, "missing.rules")}, "missing.rules: no such file"},
 		{[]string{"--offload-after", "-1"}, "--offload-after -1"},
 	} {
-		cmd := exec.Command(bin, append([]string{"--secret-file", secret, "--control-socket", filepath.Join(dir, "sock")}, c.args...)...)
+		// Each case fails before dialing; loopback anyway, in case one ever does not.
+		cmd := exec.Command(bin, append([]string{"--secret-file", secret, "--control-socket", filepath.Join(dir, "sock"),
+			"--connect", "127.0.0.1:9", "--allow-non-link-local"}, c.args...)...)
 		out, err := cmd.CombinedOutput()
 		if err == nil || !strings.Contains(string(out), c.want) {
 			t.Errorf("%v: %v\n%s\nwant %q", c.args, err, out, c.want)
