@@ -62,7 +62,7 @@ type Shape struct {
 
 var (
 	OneFlow  = Shape{Name: "one established flow", Flows: 1}
-	NewFlows = Shape{Name: fmt.Sprintf("new flow every packet (%d tuples)", NewFlowTuples), Flows: NewFlowTuples}
+	NewFlows = Shape{Name: "new flow every packet (65,536 tuples)", Flows: NewFlowTuples}
 )
 
 // Options place the lab's work on CPUs.

@@ -64,8 +64,15 @@ func main() {
 		fmt.Fprintln(os.Stderr, "fastpath-bench:", err)
 		os.Exit(2)
 	}
-	if c.quick {
-		c.dur, c.repeat = 300*time.Millisecond, 200_000
+	if c.quick { // short runs, unless set explicitly
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["duration"] {
+			c.dur = 300 * time.Millisecond
+		}
+		if !set["repeat"] {
+			c.repeat = 200_000
+		}
 	}
 	c.warmup = max(c.dur/5, 100*time.Millisecond)
 	if c.cpu < 0 || c.cpu >= runtime.NumCPU() {
@@ -269,6 +276,23 @@ type printer struct{ w io.Writer }
 
 func (p *printer) f(format string, args ...any) { fmt.Fprintf(p.w, format, args...) }
 
+// para prints a paragraph wrapped at 116 columns, indented by two spaces;
+// leading newlines are kept.
+func (p *printer) para(format string, args ...any) {
+	text := fmt.Sprintf(format, args...)
+	trimmed := strings.TrimLeft(text, "\n")
+	p.f("%s", text[:len(text)-len(trimmed)])
+	line := " "
+	for _, w := range strings.Fields(trimmed) {
+		if len(line)+1+len(w) > 116 {
+			p.f("%s\n", line)
+			line = " "
+		}
+		line += " " + w
+	}
+	p.f("%s\n", line)
+}
+
 func (p *printer) machine(l *lab.Lab, c config) error {
 	var u unix.Utsname
 	if err := unix.Uname(&u); err != nil {
@@ -332,19 +356,21 @@ func (p *printer) table1(rows []bench.KernelCase, sizes []bench.PolicySize, pool
 	if lo != hi && byCount[lo] > 0 {
 		p.f("\n  new-flow classification, %s rules / %s rules: %.2f\n", thousands(hi), thousands(lo), float64(byCount[hi])/float64(byCount[lo]))
 	}
-	p.f("\n  Notes: the new-flow frame is a TCP SYN from 203.0.113.1 to the guest's port 7000; rules 1..N-1 (hosts and\n")
-	p.f("  networks of 10/8 and 172.16/12 to single ports and ranges, some from any source to other ports) do not match it,\n")
-	p.f("  rule N does. Every rule is a deny (one action and priority, so evaluation order is the order written) and the\n")
-	p.f("  default allows: the frame never creates connection state, so every run is classified, and a frame that missed\n")
-	p.f("  rule N would pass and create state. Each case is checked: verdict drop, only rule N counted hits, no connection.\n")
-	p.f("  A denied packet also goes through the event rate limiter (beyond a burst of 200, events are counted as suppressed).\n")
-	p.f("  The established case follows a full handshake (SYN, SYN-ACK from the guest, ACK), then times a 64-byte data\n")
-	p.f("  segment to the guest, checked to have hit the ESTABLISHED connection every run.\n")
-	p.f("  Compiled size of the policies (classification trie entries; rule-bitmap words of 8 bytes):")
+	p.para("\nNotes: the new-flow frame is a TCP SYN from 203.0.113.1 to the guest's port 7000; rules 1..N-1 (hosts and " +
+		"networks of 10/8 and 172.16/12 to single ports, popular ones and 7000 among them, and to port ranges; about 8%% " +
+		"from any source to ports of their own) do not match it, rule N does. Every rule is a deny (one action and " +
+		"priority, so evaluation order is the order written) and the default allows: the frame never creates connection " +
+		"state, so every run is classified, and a frame that missed rule N would pass and create state. Each case is " +
+		"checked: verdict drop, only rule N counted hits, no connection. A denied packet also goes through the event rate " +
+		"limiter (beyond a burst of 200, events are counted as suppressed). The established case follows a full handshake " +
+		"(SYN, SYN-ACK from the guest, ACK), then times a 64-byte data segment to the guest, checked to have hit the " +
+		"ESTABLISHED connection every run.")
+	p.f("  Compiled policies (classification-trie entries, rule-bitmap words of 8 bytes):\n")
 	for _, s := range sizes {
-		p.f(" %s rules: %s entries, %s words;", thousands(s.Rules), thousands(s.Entries), thousands(s.Words))
+		p.f("    %6s rules: %7s entries, %9s words (%.1f MB)\n", thousands(s.Rules), thousands(s.Entries), thousands(s.Words), float64(s.Words)*8/1e6)
 	}
-	p.f("\n  bitmap-word pool used: %s words (fastpathd's default, --rule-bitmap-words: %s).\n", thousands(int(pool)), thousands(bench.DefaultWordPool))
+	p.para("The datapath here has a pool of %s words, room for two of the largest (fastpathd's default, "+
+		"--rule-bitmap-words, is %s).", thousands(int(pool)), thousands(bench.DefaultWordPool))
 }
 
 func (p *printer) table2(topo *bench.Topology, gen [3][]bench.Result, plan bench.TrafficPlan, res *bench.TrafficResults, c config) {
@@ -367,9 +393,10 @@ func (p *printer) table2(topo *bench.Topology, gen [3][]bench.Result, plan bench
 	p.f("          vNIC %q) —veth— guest; median of %d cycles of %s per figure, each cycle measuring every configuration\n", bench.VNIC, plan.Cycles, plan.Dur)
 	p.f("          once, back to back (ratios are medians of the per-cycle ratios)\n\n")
 	if topo.FwdCPU < 0 {
-		p.f("  Generator: XDP program run with BPF_PROG_TEST_RUN in live-frames mode on CPU %d, XDP_TX out of the gen veth.\n", topo.GenCPU)
-		p.f("  The host receives each batch in softirq context on the same CPU right after it is sent, so every cost of a\n")
-		p.f("  packet (generator, veth hand-off, forwarding, filter, delivery, sink) is paid on CPU %d and costs add up:\n", topo.GenCPU)
+		p.para("Generator: XDP program run with BPF_PROG_TEST_RUN in live-frames mode on CPU %d, XDP_TX out of the gen "+
+			"veth. The host receives each batch in softirq context on the same CPU right after it is sent, so every cost "+
+			"of a packet (generator, veth hand-off, forwarding, filter, delivery, sink) is paid on CPU %d and costs add up:",
+			topo.GenCPU, topo.GenCPU)
 	} else {
 		p.f("  Generator: XDP live frames on CPU %d; the host's receive path is a NAPI thread on CPU %d (-split-cpus).\n", topo.GenCPU, topo.FwdCPU)
 	}
@@ -381,11 +408,10 @@ func (p *printer) table2(topo *bench.Topology, gen [3][]bench.Result, plan bench
 	if 1e9/genAlone > fwd {
 		bottleneck = "the generator"
 	}
-	p.f("  Bottleneck: %s. Of the %.0f ns a packet costs without a filter, the generator takes %.0f ns (%.0f%%), the\n",
-		bottleneck, 1e9/plain, 1e9/genAlone, 100*(1e9/genAlone)/(1e9/plain))
-	p.f("  veth hand-off to the host %.0f ns, forwarding to the guest and its sink %.0f ns. The generator alone runs %.1fx\n",
-		1e9/handOff-1e9/genAlone, 1e9/plain-1e9/handOff, genAlone/plain)
-	p.f("  faster than the path it feeds; every filter below only adds to the path.\n")
+	p.para("Bottleneck: %s. Of the %.0f ns a packet costs without a filter, the generator takes %.0f ns (%.0f%%), the "+
+		"veth hand-off to the host %.0f ns, forwarding to the guest and its sink %.0f ns. The generator alone runs %.1fx "+
+		"faster than the path it feeds; every filter below only adds to the path.",
+		bottleneck, 1e9/plain, 1e9/genAlone, 100*(1e9/genAlone)/(1e9/plain), 1e9/handOff-1e9/genAlone, 1e9/plain-1e9/handOff, genAlone/plain)
 
 	row := "    %7s  %-30s %13s %7s %16s   %s\n"
 	for _, s := range plan.Shapes {
@@ -424,28 +450,29 @@ func (p *printer) table2(topo *bench.Topology, gen [3][]bench.Result, plan bench
 				delivered += r.Delivered
 			}
 			per := func(k string) float64 { return float64(cell.Counters[k]) / float64(max(delivered, 1)) }
-			p.f("    %-45s %6s rules: new connections %.3f, established hits %.3f, table full (LRU eviction) %.3f, dropped %.3f\n",
+			p.f("    %-38s %6s rules: new connections %.3f, established hits %.3f, table full %.3f, drops %.3f\n",
 				s.Name, thousands(n), per("new_connections"), per("established_hits"), per("table_full"), per("dropped"))
 		}
 	}
 	ct := "conntrack is not loaded"
 	if res.Conntrack >= 0 {
-		ct = fmt.Sprintf("conntrack entries in the host namespace after each cycle: at most %d", res.Conntrack)
+		ct = fmt.Sprintf("the host namespace held at most %d conntrack entries", res.Conntrack)
 	}
-	p.f("\n  Notes: rules 1..N-1 are the generator's varied rules (as in table 1, all allow here) and do not match the traffic;\n")
-	p.f("  rule N allows UDP from 203.0.113.0/24 to port %d, the default denies. (b)-(e) hold the same rules and actions:\n", bench.GuestPort)
-	p.f("  (b) one Palisade policy, inbound rules, activated through the guest manager on the vNIC (TCX); (c) one nft rule\n")
-	p.f("  per rule in a forward chain (policy drop), source tested first, output interface last; (d) the same in iptables'\n")
-	p.f("  FORWARD (policy DROP; iptables 1.8.9 turns them into nf_tables rules), with ip6tables for the rules that apply to\n")
-	p.f("  IPv6; (e) the vNIC's traffic jumps to three verdict-map lookups over concatenated fields: protocol . port for\n")
-	p.f("  any-source rules and source . protocol . port for host rules (hash maps), the same for networks and port ranges\n")
-	p.f("  (interval map); the rules never overlap, so this is exact. None of (c)-(e) uses conntrack (%s).\n", ct)
-	p.f("  Palisade is stateful (replies of admitted flows pass); the baselines are stateless, which the one-way traffic\n")
-	p.f("  does not exercise, and a stateless filter pays nothing for a new flow. Each filter is removed\n")
-	p.f("  completely before the next is installed (guest deactivated, or the namespace's ruleset flushed and checked empty).\n")
-	p.f("  'ns/packet added' is 1/pps(config) - 1/pps(a): the filter's own cost per packet, since all costs add up on one CPU.\n")
-	p.f("  New flow every packet: the UDP source port cycles through %s values, so a Palisade guest's UDP table\n", thousands(bench.NewFlowTuples))
-	p.f("  (10,000 connections) never holds the next packet's flow: each packet is classified, inserted, and evicts one.\n")
+	p.para("\nNotes: rules 1..N-1 are the generator's varied rules (as in table 1, all allow here) and do not match the "+
+		"traffic; rule N allows UDP from 203.0.113.0/24 to port %d, the default denies. (b)-(e) hold the same rules and "+
+		"actions: (b) one Palisade policy, inbound rules, activated through the guest manager on the vNIC (TCX); (c) one "+
+		"nft rule per rule in a forward chain (policy drop), source tested first, output interface last; (d) the same in "+
+		"iptables' FORWARD (policy DROP; iptables 1.8.9 turns them into nf_tables rules), with ip6tables for the rules "+
+		"that apply to IPv6; (e) the vNIC's traffic jumps to three verdict-map lookups over concatenated fields: protocol "+
+		". port for any-source rules and source . protocol . port for host rules (hash maps), the same for networks and "+
+		"port ranges (interval map); the rules never overlap, so this is exact. None of (c)-(e) uses conntrack (%s). "+
+		"Palisade is stateful (replies of admitted flows pass); the baselines are stateless, which the one-way traffic "+
+		"does not exercise, and a stateless filter pays nothing for a new flow. Each filter is removed completely before "+
+		"the next is installed (guest deactivated, or the namespace's ruleset flushed and checked empty).", bench.GuestPort, ct)
+	p.para("'ns/packet added' is 1/pps(config) - 1/pps(a): the filter's own cost per packet, since all costs add up on one CPU.")
+	p.para("New flow every packet: the UDP source port cycles through %s values, so a Palisade guest's UDP table "+
+		"(10,000 connections) never holds the next packet's flow: each packet is classified, inserted, and evicts one.",
+		thousands(bench.NewFlowTuples))
 }
 
 // thousands formats n with thousands separators.
