@@ -142,10 +142,14 @@ func (a *Aggregator) keepAndPublish(recs []Record) {
 	}
 	a.mu.Unlock()
 	for _, r := range recs {
-		a.log.WithFields(logrus.Fields{
+		entry := a.log.WithFields(logrus.Fields{
 			"guest": r.Guest, "kind": r.Kind, "reason": r.Reason, "rule": r.RuleID, "from_guest": r.FromGuest,
 			"proto": r.Proto, "src": r.Src, "dst": r.Dst, "dst_port": r.Dport, "count": r.Count, "tap": r.Tap,
-		}).Info("firewall event")
+		})
+		if r.Message != "" {
+			entry = entry.WithField("message", r.Message)
+		}
+		entry.Info("firewall event")
 		if a.publish != nil {
 			a.publish(r)
 		}

@@ -180,9 +180,9 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 			}
 			return out(cmd, es, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-				fmt.Fprintln(tw, "LAST\tGUEST\tKIND\tREASON\tRULE\tPROTO\tSRC\tDST\tDPORT\tCOUNT")
+				fmt.Fprintln(tw, "LAST\tGUEST\tKIND\tREASON\tRULE\tPROTO\tSRC\tDST\tDPORT\tCOUNT\tMESSAGE")
 				for _, e := range es {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%d\n", e.Last.Format(time.TimeOnly), e.Guest, e.Kind, e.Reason, e.RuleID, e.Proto, e.Src, e.Dst, e.Dport, e.Count)
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%d\t%s\n", e.Last.Format(time.TimeOnly), e.Guest, e.Kind, e.Reason, e.RuleID, e.Proto, e.Src, e.Dst, e.Dport, e.Count, e.Message)
 				}
 				tw.Flush()
 			})

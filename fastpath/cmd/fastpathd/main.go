@@ -221,6 +221,7 @@ func run(o options) error {
 // alertRecord turns a slow-path alert (an EVE JSON record) into an event.
 func alertRecord(mgr *guests.Manager, r channel.EventRecord) events.Record {
 	var eve struct {
+		Proto    string `json:"proto"`
 		SrcIP    string `json:"src_ip"`
 		DestIP   string `json:"dest_ip"`
 		DestPort uint16 `json:"dest_port"`
@@ -232,7 +233,8 @@ func alertRecord(mgr *guests.Manager, r channel.EventRecord) events.Record {
 	}
 	_ = json.Unmarshal(r.Body, &eve)
 	t := time.Unix(0, r.UnixNano)
-	return events.Record{Guest: mgr.SlotName(r.Guest), Kind: r.Kind.String(), RuleID: eve.Alert.SID, Src: eve.SrcIP,
+	protos := map[string]uint8{"ICMP": 1, "TCP": 6, "UDP": 17, "IPV6-ICMP": 58}
+	return events.Record{Guest: mgr.SlotName(r.Guest), Kind: r.Kind.String(), RuleID: eve.Alert.SID, Proto: protos[eve.Proto], Src: eve.SrcIP,
 		Dst: eve.DestIP, Dport: eve.DestPort, Count: 1, First: t, Last: t,
 		Message: fmt.Sprintf("%s: %s", eve.Alert.Action, eve.Alert.Signature)}
 }

@@ -113,7 +113,14 @@ func up(out io.Writer, binDir string, hold time.Duration) (err error) {
 	if err != nil {
 		return err
 	}
-	if _, err := l.StartSlowpathd(run, 0, bins.Slowpathd, logs.named("slowpathd@appliance")); err != nil {
+	rules, config := filepath.Join(dir, "lab.rules"), filepath.Join(dir, "lab.yaml")
+	if err := os.WriteFile(rules, labRules, 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(config, labConfig, 0o600); err != nil {
+		return err
+	}
+	if _, err := l.StartSlowpathd(run, 0, bins.Slowpathd, logs.named("slowpathd@appliance"), "--rules", rules, "--config", config); err != nil {
 		return err
 	}
 	if err := waitBound(ctx, run.FastpathdSock, 10*time.Second); err != nil {
@@ -147,9 +154,17 @@ func up(out io.Writer, binDir string, hold time.Duration) (err error) {
 //go:embed policies/web.json
 var webPolicy []byte
 
-// protectGuest plugs a guest (web1, 198.51.100.10, serving on ports 80 and
-// 22) and a peer into the vSwitch, protects web1 with policies/web.json
-// through fastpathd's CLI, and shows one connection allowed and one dropped.
+//go:embed rules/lab.rules
+var labRules []byte
+
+//go:embed rules/lab.yaml
+var labConfig []byte
+
+// protectGuest plugs a guest (web1, 198.51.100.10, serving HTTP on port 80
+// and something on 22) and a peer into the vSwitch, protects web1 with
+// policies/web.json through fastpathd's CLI (its web traffic goes through the
+// appliance's IPS), and shows a request served, an attack dropped by the
+// IPS, and a connection dropped by the firewall.
 func protectGuest(l *lab.Lab, site *lab.Site, run *lab.HostRun, bins lab.Binaries) (string, error) {
 	guest, err := l.Endpoint(site, "web1", "vnic-web1", 10, nil)
 	if err != nil {
@@ -164,16 +179,7 @@ func protectGuest(l *lab.Lab, site *lab.Site, run *lab.HostRun, bins lab.Binarie
 		if err != nil {
 			return "", err
 		}
-		go func() {
-			for {
-				c, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				fmt.Fprintf(c, "hello from web1:%s\n", port)
-				c.Close()
-			}
-		}()
+		go serveLines(ln, port)
 	}
 	pol := filepath.Join(run.Dir, "web.json")
 	if err := os.WriteFile(pol, webPolicy, 0o600); err != nil {
@@ -189,22 +195,56 @@ func protectGuest(l *lab.Lab, site *lab.Site, run *lab.HostRun, bins lab.Binarie
 	if err := cli("activate", "web1", "--vnic", "vnic-web1", "--policy", pol); err != nil {
 		return b.String(), err
 	}
-	for _, port := range []string{"80", "22"} {
-		c, err := peer.NS.Dial(&net.Dialer{Timeout: time.Second}, "tcp", "198.51.100.10:"+port)
-		if err != nil {
-			fmt.Fprintf(&b, "\npeer -> web1:%s: %v (dropped by the fast path)\n", port, err)
-			continue
-		}
-		line, _ := bufio.NewReader(c).ReadString('\n')
-		c.Close()
-		fmt.Fprintf(&b, "\npeer -> web1:%s: %s", port, line)
+	for _, try := range []struct{ port, request string }{
+		{"80", "GET /index.html HTTP/1.1"},
+		{"80", "GET /download?file=../../etc/passwd HTTP/1.1"},
+		{"22", "SSH-2.0-lab"},
+	} {
+		fmt.Fprintf(&b, "\npeer -> web1:%s %q: %s\n", try.port, try.request, ask(peer, try.port, try.request))
 	}
 	time.Sleep(1100 * time.Millisecond) // events are folded per second
 	if err := cli("stats", "web1"); err != nil {
 		return b.String(), err
 	}
+	if err := cli("inspection"); err != nil {
+		return b.String(), err
+	}
 	err = cli("events", "--guest", "web1")
 	return b.String(), err
+}
+
+// serveLines answers each request line on a connection (the lab guest's
+// "web server").
+func serveLines(ln net.Listener, port string) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if err == nil {
+				fmt.Fprintf(c, "HTTP/1.1 200 OK from web1:%s for %s", port, line)
+			}
+		}()
+	}
+}
+
+// ask sends one request line from the peer and says what came of it.
+func ask(peer *lab.Endpoint, port, request string) string {
+	c, err := peer.NS.Dial(&net.Dialer{Timeout: time.Second}, "tcp", "198.51.100.10:"+port)
+	if err != nil {
+		return fmt.Sprintf("%v (dropped by the fast path)", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	fmt.Fprintf(c, "%s\r\nHost: web1.lab\r\n\r\n", request)
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return fmt.Sprintf("no answer: %v (dropped by the appliance's IPS)", err)
+	}
+	return strings.TrimSpace(line)
 }
 
 func waitBound(ctx context.Context, sock string, within time.Duration) error {

@@ -40,9 +40,12 @@ func TestLabUpAndDown(t *testing.T) {
 		t.Fatalf("lab: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{"== lab up", "$ fastpathd status", "state              bound",
-		"169.254.1.1:2222 <-> 169.254.1.10:", "web1 protected on vnic-web1", "peer -> web1:80: hello from web1:80",
-		"peer -> web1:22: dial tcp 198.51.100.10:22: i/o timeout (dropped by the fast path)", "drop: default_deny",
-		"$ fastpathd events --guest web1", "lab down: every namespace"} {
+		"169.254.1.1:2222 <-> 169.254.1.10:", "web1 protected on vnic-web1",
+		`"GET /index.html HTTP/1.1": HTTP/1.1 200 OK from web1:80`,
+		`"GET /download?file=../../etc/passwd HTTP/1.1": no answer`, "(dropped by the appliance's IPS)",
+		"dial tcp 198.51.100.10:22: i/o timeout (dropped by the fast path)", "drop: default_deny",
+		"flows            offloaded 0, blocked 1", "$ fastpathd events --guest web1",
+		"blocked: LAB path traversal to /etc/passwd", "lab down: every namespace"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("lab output lacks %q:\n%s", want, out.String())
 		}
