@@ -224,25 +224,16 @@ func (r *rig) httpServer() {
 		r.t.Fatal(err)
 	}
 	r.t.Cleanup(func() { ln.Close() })
-	go func() {
+	go lab.AcceptLoop(ln, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					fmt.Fprintf(c, "HTTP/1.1 200 OK for %s", line)
-				}
-			}()
+			fmt.Fprintf(c, "HTTP/1.1 200 OK for %s", line)
 		}
-	}()
+	})
 }
 
 func (r *rig) request(c net.Conn, line string, timeout time.Duration) (string, error) {

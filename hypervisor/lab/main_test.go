@@ -1,36 +1,16 @@
 package lab
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"testing"
-	"time"
 )
 
 // bins are the daemons built once for this package's end-to-end tests.
 var bins Binaries
 
 func TestMain(m *testing.M) {
-	if os.Getenv("LAB_PANIC_NAMES") == "" && os.Geteuid() == 0 {
-		dir, err := os.MkdirTemp("", "palisade-bins-")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		root, err := ModuleRoot()
-		if err == nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			bins, err = BuildBinaries(ctx, root, dir, "")
-			cancel()
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "build daemons:", err)
-			os.Exit(1)
-		}
-		code := m.Run()
-		os.RemoveAll(dir)
-		os.Exit(code)
+	if os.Getenv("LAB_PANIC_NAMES") != "" {
+		os.Exit(m.Run()) // the panicking child of TestCleanupOnPanic needs no daemons
 	}
-	os.Exit(m.Run())
+	os.Exit(RunWithBinaries(m, &bins))
 }

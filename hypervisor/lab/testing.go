@@ -1,10 +1,13 @@
 package lab
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 var testLabs atomic.Uint32
@@ -30,4 +33,44 @@ func ForTest(t testing.TB) *Lab {
 		}
 	})
 	return l
+}
+
+// RunWithBinaries is the TestMain of packages whose tests run the daemons:
+// as root it builds them once into a temporary directory (bins then names
+// them), runs the tests, and removes them. Without root it only runs the
+// tests (which then skip).
+func RunWithBinaries(m *testing.M, bins *Binaries) int {
+	if os.Geteuid() != 0 {
+		return m.Run()
+	}
+	dir, err := os.MkdirTemp("", "palisade-bins-")
+	if err == nil {
+		defer os.RemoveAll(dir)
+		var root string
+		if root, err = ModuleRoot(); err == nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			*bins, err = BuildBinaries(ctx, root, dir, "")
+			cancel()
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "build daemons:", err)
+		return 1
+	}
+	return m.Run()
+}
+
+// AcceptLoop hands every connection ln accepts to handle, in its own
+// goroutine, and closes it afterwards; it returns when ln is closed.
+func AcceptLoop(ln net.Listener, handle func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			handle(c)
+		}()
+	}
 }

@@ -22,27 +22,7 @@ import (
 
 var bins lab.Binaries
 
-func TestMain(m *testing.M) {
-	if os.Geteuid() == 0 {
-		dir, err := os.MkdirTemp("", "palisade-bins-")
-		if err == nil {
-			var root string
-			if root, err = lab.ModuleRoot(); err == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-				bins, err = lab.BuildBinaries(ctx, root, dir, "")
-				cancel()
-			}
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "build daemons:", err)
-			os.Exit(1)
-		}
-		code := m.Run()
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { os.Exit(lab.RunWithBinaries(m, &bins)) }
 
 // env is one lab host running the real fastpathd, a guest "web" (198.51.100.10)
 // on vNIC vnic-web and an unprotected peer (198.51.100.20) on the same vSwitch.
@@ -195,18 +175,7 @@ func echoServer(t *testing.T, ns *lab.Namespace, addr string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
+	go lab.AcceptLoop(ln, func(c net.Conn) { _, _ = io.Copy(c, c) })
 }
 
 // dial connects from ns; a filtered (dropped) SYN shows as a timeout.

@@ -368,19 +368,12 @@ func TestPortReuse2000Connections(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close() // the server closes first: its side enters TIME_WAIT
-				line, _ := bufio.NewReader(c).ReadString('\n')
-				_, _ = io.WriteString(c, "ok "+line)
-			}()
-		}
-	}()
+	// The server closes first (AcceptLoop closes after answering): its side
+	// enters TIME_WAIT.
+	go lab.AcceptLoop(ln, func(c net.Conn) {
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		_, _ = io.WriteString(c, "ok "+line)
+	})
 	e.activate(webPolicy)
 	reuse := func(network, address string, c syscall.RawConn) error {
 		var serr error

@@ -179,7 +179,11 @@ func protectGuest(l *lab.Lab, site *lab.Site, run *lab.HostRun, bins lab.Binarie
 		if err != nil {
 			return "", err
 		}
-		go serveLines(ln, port)
+		go lab.AcceptLoop(ln, func(c net.Conn) {
+			if line, err := bufio.NewReader(c).ReadString('\n'); err == nil {
+				fmt.Fprintf(c, "HTTP/1.1 200 OK from web1:%s for %s", port, line)
+			}
+		})
 	}
 	pol := filepath.Join(run.Dir, "web.json")
 	if err := os.WriteFile(pol, webPolicy, 0o600); err != nil {
@@ -211,24 +215,6 @@ func protectGuest(l *lab.Lab, site *lab.Site, run *lab.HostRun, bins lab.Binarie
 	}
 	err = cli("events", "--guest", "web1")
 	return b.String(), err
-}
-
-// serveLines answers each request line on a connection (the lab guest's
-// "web server").
-func serveLines(ln net.Listener, port string) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			line, err := bufio.NewReader(c).ReadString('\n')
-			if err == nil {
-				fmt.Fprintf(c, "HTTP/1.1 200 OK from web1:%s for %s", port, line)
-			}
-		}()
-	}
 }
 
 // ask sends one request line from the peer and says what came of it.
