@@ -2,12 +2,17 @@ package bench
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/palisade/palisade/fastpath/datapath"
 	"github.com/palisade/palisade/fastpath/policy"
@@ -161,5 +166,41 @@ func TestTrafficFlowsOnlyWhenTheLastRuleAllows(t *testing.T) {
 	}
 	if out, err := NSCommand(topo.Host, "", "nft", "list", "ruleset"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("ruleset left behind: %q %v", out, err)
+	}
+}
+
+// TestSessionExcludesAndCleansUpAfterAKilledRun: a second session waits for
+// none (it fails), and a session after a killed one unmounts its bpffs.
+func TestSessionExcludesAndCleansUpAfterAKilledRun(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a BPF filesystem")
+	}
+	name := fmt.Sprintf("palt-session-test-%d", os.Getpid())
+	t.Cleanup(func() { os.Remove(filepath.Join(os.TempDir(), name+".lock")) })
+	prefix := fmt.Sprintf("%ssess%d-", lab.TestPrefix, os.Getpid()) // no namespace has it
+	first, err := StartSession(name, prefix, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s, err := StartSession(name, prefix, io.Discard); err == nil {
+		s.Close()
+		t.Fatal("a second session started while the first holds the lock")
+	}
+	first.lock.Close() // killed: the lock goes, the mount stays
+	second, err := StartSession(name, prefix, io.Discard)
+	if err != nil {
+		first.unmount()
+		t.Fatal(err)
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(first.BPFFS, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+		first.unmount()
+		t.Errorf("the killed session's bpffs %s is still mounted", first.BPFFS)
+	}
+	if err := second.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Statfs(second.BPFFS, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
+		t.Errorf("bpffs %s still mounted after Close", second.BPFFS)
 	}
 }

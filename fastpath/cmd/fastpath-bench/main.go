@@ -102,36 +102,15 @@ func ints(s string) ([]int, error) {
 	return out, nil
 }
 
-// run owns every resource: the lock, the namespaces, the bpffs. Each is
-// released by a deferred call, also when ctx is cancelled by a signal.
+// run owns every resource: the session (lock and bpffs), the namespaces.
+// Each is released by a deferred call, also when ctx is cancelled by a
+// signal.
 func run(ctx context.Context, c config, out io.Writer) (err error) {
-	lock, err := lockRun()
+	sess, err := bench.StartSession("palisade-fastpath-bench", prefix+"-", os.Stderr)
 	if err != nil {
 		return err
 	}
-	defer lock.Close()
-	if removed, err := lab.Sweep(prefix + "-"); err != nil {
-		return fmt.Errorf("removing a killed run's namespaces: %w", err)
-	} else if len(removed) > 0 {
-		fmt.Fprintf(os.Stderr, "removed namespaces a killed run left: %v\n", removed)
-	}
-	if err := unmountStale(lock); err != nil {
-		return err
-	}
-	bpffs, unmount, err := lab.MountBPFFS()
-	if err != nil {
-		return err
-	}
-	defer func() {
-		err = errors.Join(err, unmount())
-		if err == nil {
-			err = lock.Truncate(0)
-		}
-	}()
-	// A killed run's bpffs is found, through the lock file, by the next.
-	if _, err := lock.WriteAt([]byte(bpffs), 0); err != nil {
-		return err
-	}
+	defer func() { err = errors.Join(err, sess.Close()) }()
 	l, err := lab.New(prefix)
 	if err != nil {
 		return err
@@ -149,53 +128,17 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		return err
 	}
 	if strings.Contains(c.tables, "1") {
-		if err := table1(ctx, &p, l, c, filepath.Join(bpffs, "table1")); err != nil {
+		if err := table1(ctx, &p, l, c, filepath.Join(sess.BPFFS, "table1")); err != nil {
 			return err
 		}
 	}
 	if strings.Contains(c.tables, "2") {
-		if err := table2(ctx, &p, l, c, filepath.Join(bpffs, "table2"), stateDir); err != nil {
+		if err := table2(ctx, &p, l, c, filepath.Join(sess.BPFFS, "table2"), stateDir); err != nil {
 			return err
 		}
 	}
 	fmt.Fprintf(out, "\nrun took %s\n", time.Since(start).Round(time.Second))
 	return nil
-}
-
-// lockRun makes sure no other run uses the namespaces this one sweeps. The
-// lock file holds the path of the running one's bpffs.
-func lockRun() (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(os.TempDir(), "palisade-fastpath-bench.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, err
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		return nil, errors.New("another fastpath-bench is running (benchmarks would disturb each other)")
-	}
-	return f, nil
-}
-
-// unmountStale unmounts the bpffs a killed run left, as its lock file names
-// it (with the lock held, no run is using it).
-func unmountStale(lock *os.File) error {
-	b, err := io.ReadAll(io.NewSectionReader(lock, 0, 4096))
-	if err != nil {
-		return err
-	}
-	dir := strings.TrimSpace(string(b))
-	var st unix.Statfs_t
-	if dir == "" || unix.Statfs(dir, &st) != nil || st.Type != unix.BPF_FS_MAGIC {
-		return lock.Truncate(0)
-	}
-	if err := unix.Unmount(dir, unix.MNT_DETACH); err != nil {
-		return fmt.Errorf("unmount the bpffs a killed run left at %s: %w", dir, err)
-	}
-	fmt.Fprintf(os.Stderr, "unmounted the bpffs a killed run left at %s\n", dir)
-	if err := os.Remove(dir); err != nil {
-		return err
-	}
-	return lock.Truncate(0)
 }
 
 func table1(ctx context.Context, p *printer, l *lab.Lab, c config, pinDir string) error {
