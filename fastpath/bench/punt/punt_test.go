@@ -2,7 +2,6 @@ package punt
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -15,25 +14,7 @@ var bins lab.Binaries
 
 func TestMain(m *testing.M) {
 	MaybeVerdictLoop() // the NFQUEUE loop runs as this test binary
-	if os.Geteuid() == 0 {
-		dir, err := os.MkdirTemp("", "palisade-bins-")
-		if err == nil {
-			var root string
-			if root, err = lab.ModuleRoot(); err == nil {
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-				bins, err = lab.BuildBinaries(ctx, root, dir, "")
-				cancel()
-			}
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "build daemons:", err)
-			os.Exit(1)
-		}
-		code := m.Run()
-		os.RemoveAll(dir)
-		os.Exit(code)
-	}
-	os.Exit(m.Run())
+	os.Exit(lab.RunWithBinaries(m, &bins))
 }
 
 func newEnv(t *testing.T, offloadAfter int) *Env {

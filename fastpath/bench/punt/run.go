@@ -6,10 +6,7 @@ import (
 	"io"
 	"maps"
 	"runtime"
-	"slices"
-	"sort"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/palisade/palisade/fastpath/punt"
@@ -22,7 +19,7 @@ type Config struct {
 	Duration      time.Duration // one throughput measurement
 	Warmup        time.Duration // sending before a throughput measurement starts
 	Reps          int           // measurements per figure (the median is reported)
-	Senders       int           // UDP sender goroutines (one flow each)
+	Senders       []int         // offered loads: UDP sender goroutines (one flow each)
 	Payload       int           // UDP payload bytes of the flood
 	RoundTrips    int           // measured round trips per latency measurement
 	WarmTrips     int           // unmeasured round trips before them
@@ -34,7 +31,7 @@ type Config struct {
 
 // Defaults is a full run's configuration.
 func Defaults() Config {
-	return Config{Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Reps: 3, Senders: 4, Payload: 64,
+	return Config{Duration: 3 * time.Second, Warmup: 500 * time.Millisecond, Reps: 3, Senders: []int{1, 4}, Payload: 64,
 		RoundTrips: 3000, WarmTrips: 100, TransferBytes: 50 << 20, TransferLimit: 15 * time.Second, OffloadAfter: 16}
 }
 
@@ -50,19 +47,32 @@ func Quick() Config {
 // starts one further along, so slow drifts of the machine spread evenly.
 var modes = []Mode{None, NFQueue, Palisade}
 
+// Load is one throughput measurement's offered load and configuration.
+type Load struct {
+	Senders int
+	Mode    Mode
+}
+
 // Results are everything a run measured.
 type Results struct {
-	Flood map[Mode][]FloodResult
+	Flood map[Load][]FloodResult
 	Ping  map[Mode][]PingResult
 
-	// Over the Palisade throughput and latency measurements.
-	Inspection      punt.Stats     // fastpathd, summed
-	Slow            inspectd.Stats // slowpathd, summed (latency: last latency run's)
-	EngineOffline   uint64         // datapath: passes without a slow path (fail-open in the kernel)
+	// Over the Palisade floods, by sender count: fastpathd's and
+	// slowpathd's counters, summed.
+	FloodInspection map[int]*punt.Stats
+	FloodSlow       map[int]*inspectd.Stats
+	// Over the NFQUEUE floods, by sender count.
+	FloodQueue map[int]*QueueStats
+
+	// Over every Palisade measurement (floods and round trips): fastpathd's
+	// counters, and the datapath's in-kernel fail-open passes.
+	Inspection    punt.Stats
+	EngineOffline uint64
+	// slowpathd's own latency window after each Palisade ping-pong, and
+	// the binding's last keepalive round trip as fastpathd measured it.
 	SlowPingLatency []inspectd.LatencyStats
-	// Over the NFQUEUE throughput measurements.
-	Queue QueueStats
-	Loops []string // the verdict loop's exit lines
+	BindingRTT      []time.Duration
 
 	// By whether the peer sends GSO super-packets (its default).
 	Offload  map[bool][]OffloadResult
@@ -80,6 +90,10 @@ type OffloadResult struct {
 	PuntDevDrops                  uint64 // held packets the punt device dropped before fastpathd saw them
 }
 
+func newStats() *punt.Stats {
+	return &punt.Stats{FailOpen: map[string]uint64{}, FailClosed: map[string]uint64{}, Verdicts: map[string]uint64{}}
+}
+
 // Run builds the lab in l, measures and prints the report to out.
 func Run(ctx context.Context, l *lab.Lab, o Options, c Config, out io.Writer) (*Results, error) {
 	start := time.Now()
@@ -94,11 +108,15 @@ func Run(ctx context.Context, l *lab.Lab, o Options, c Config, out io.Writer) (*
 	if v, err := e.hostCmd("iptables", "--version"); err == nil {
 		fmt.Fprintf(out, ", %s", strings.TrimSpace(v))
 	}
-	fmt.Fprintf(out, "\nrun: %s per throughput measurement after %s warm-up, median of %d; %d senders, %d-byte UDP payload; %d round trips per latency measurement; %d MiB TCP transfer\n",
-		c.Duration, c.Warmup, c.Reps, c.Senders, c.Payload, c.RoundTrips, c.TransferBytes>>20)
+	fmt.Fprintf(out, "\nrun: %s per throughput measurement after %s warm-up, median of %d; %s senders, %d-byte UDP payload; %d round trips per latency measurement; %d MiB TCP transfer\n",
+		c.Duration, c.Warmup, c.Reps, strings.Trim(strings.ReplaceAll(fmt.Sprint(c.Senders), " ", ","), "[]"), c.Payload, c.RoundTrips, c.TransferBytes>>20)
 
-	r := &Results{Flood: map[Mode][]FloodResult{}, Ping: map[Mode][]PingResult{}}
-	r.Inspection.FailOpen, r.Inspection.FailClosed, r.Inspection.Verdicts = map[string]uint64{}, map[string]uint64{}, map[string]uint64{}
+	r := &Results{Flood: map[Load][]FloodResult{}, Ping: map[Mode][]PingResult{},
+		FloodInspection: map[int]*punt.Stats{}, FloodSlow: map[int]*inspectd.Stats{}, FloodQueue: map[int]*QueueStats{},
+		Inspection: *newStats()}
+	for _, n := range c.Senders {
+		r.FloodInspection[n], r.FloodSlow[n], r.FloodQueue[n] = newStats(), &inspectd.Stats{}, &QueueStats{}
+	}
 	for rep := 0; rep < c.Reps; rep++ {
 		for i := range modes {
 			m := modes[(i+rep)%len(modes)]
@@ -121,7 +139,33 @@ func (c Config) logf(format string, args ...any) {
 	}
 }
 
-// measureMode installs m, floods, ping-pongs and removes it again.
+// counters is one reading of the counters a configuration's figures
+// come from.
+type counters struct {
+	insp  punt.Stats
+	slow  inspectd.Stats
+	dp    map[string]uint64
+	queue QueueStats
+}
+
+func (e *Env) readCounters(ctx context.Context, m Mode) (counters, error) {
+	var c counters
+	var err error
+	switch m {
+	case Palisade:
+		if c.insp, err = e.Inspection(ctx); err == nil {
+			if c.slow, err = e.SlowInspection(ctx); err == nil {
+				c.dp, err = e.guestCounters(ctx)
+			}
+		}
+	case NFQueue:
+		c.queue, err = e.QueueStats()
+	}
+	return c, err
+}
+
+// measureMode installs m, floods at each load, ping-pongs and removes it
+// again.
 func measureMode(ctx context.Context, e *Env, c Config, m Mode, r *Results) (err error) {
 	if err := e.Use(ctx, m); err != nil {
 		return err
@@ -130,47 +174,40 @@ func measureMode(ctx context.Context, e *Env, c Config, m Mode, r *Results) (err
 		if cerr := e.Clear(context.WithoutCancel(ctx)); err == nil {
 			err = cerr
 		}
-		if m == NFQueue {
-			if lines := loopSummary(e.Logs()); len(lines) > 0 {
-				r.Loops = append(r.Loops, lines[len(lines)-1])
-			}
-		}
 	}()
-	var insp0 punt.Stats
-	var slow0 inspectd.Stats
-	var dp0 map[string]uint64
-	var q0 QueueStats
-	switch m {
-	case Palisade:
-		if insp0, err = e.Inspection(ctx); err == nil {
-			if slow0, err = e.SlowInspection(ctx); err == nil {
-				dp0, err = e.guestCounters(ctx)
-			}
-		}
-	case NFQueue:
-		q0, err = e.QueueStats()
-	}
+	first, err := e.readCounters(ctx, m)
 	if err != nil {
 		return err
 	}
-	f, err := e.Flood(ctx, c.Senders, c.Payload, c.Warmup, c.Duration)
-	if err != nil {
-		return err
-	}
-	r.Flood[m] = append(r.Flood[m], f)
-	c.logf("%-10s flood: offered %.0f pps, delivered %.0f pps, send errors %d, cpu %+v", m, f.SentPPS(), f.PPS(), f.SendErrors, f.CPU)
-	if m == NFQueue {
-		q1, err := e.QueueStats()
+	for _, n := range c.Senders {
+		before, err := e.readCounters(ctx, m)
 		if err != nil {
 			return err
 		}
-		r.Queue.Queued += q1.Queued - q0.Queued
-		r.Queue.QueueFull += q1.QueueFull - q0.QueueFull
-		r.Queue.UserDropped += q1.UserDropped - q0.UserDropped
-	}
-	// Let what is queued drain before the latency measurement.
-	if err := sleep(ctx, 300*time.Millisecond); err != nil {
-		return err
+		f, err := e.Flood(ctx, n, c.Payload, c.Warmup, c.Duration)
+		if err != nil {
+			return err
+		}
+		r.Flood[Load{n, m}] = append(r.Flood[Load{n, m}], f)
+		c.logf("%-10s flood, %d senders: offered %.0f pps, delivered %.0f pps, send errors %d, cpu %+v", m, n, f.SentPPS(), f.PPS(), f.SendErrors, f.CPU)
+		// Let what is queued drain before the next measurement.
+		if err := sleep(ctx, 300*time.Millisecond); err != nil {
+			return err
+		}
+		after, err := e.readCounters(ctx, m)
+		if err != nil {
+			return err
+		}
+		switch m {
+		case Palisade:
+			addInspection(r.FloodInspection[n], before.insp, after.insp)
+			addSlow(r.FloodSlow[n], before.slow, after.slow)
+		case NFQueue:
+			q := r.FloodQueue[n]
+			q.Queued += after.queue.Queued - before.queue.Queued
+			q.QueueFull += after.queue.QueueFull - before.queue.QueueFull
+			q.UserDropped += after.queue.UserDropped - before.queue.UserDropped
+		}
 	}
 	p, err := e.PingPong(ctx, c.RoundTrips, c.WarmTrips)
 	if err != nil {
@@ -179,25 +216,16 @@ func measureMode(ctx context.Context, e *Env, c Config, m Mode, r *Results) (err
 	r.Ping[m] = append(r.Ping[m], p)
 	c.logf("%-10s ping-pong: p50 %s p99 %s lost %d", m, p.Percentile(50), p.Percentile(99), p.Lost)
 	if m == Palisade {
-		insp1, err := e.Inspection(ctx)
+		last, err := e.readCounters(ctx, m)
 		if err != nil {
 			return err
 		}
-		slow1, err := e.SlowInspection(ctx)
-		if err != nil {
-			return err
+		addInspection(&r.Inspection, first.insp, last.insp)
+		r.EngineOffline += last.dp["engine_offline"] - first.dp["engine_offline"]
+		r.SlowPingLatency = append(r.SlowPingLatency, last.slow.Latency)
+		if st, err := e.API.Status(ctx); err == nil && st.RTT > 0 {
+			r.BindingRTT = append(r.BindingRTT, st.RTT)
 		}
-		dp1, err := e.guestCounters(ctx)
-		if err != nil {
-			return err
-		}
-		addInspection(&r.Inspection, insp0, insp1)
-		addSlow(&r.Slow, slow0, slow1)
-		r.EngineOffline += dp1["engine_offline"] - dp0["engine_offline"]
-		r.SlowPingLatency = append(r.SlowPingLatency, slow1.Latency)
-		c.logf("%-10s fastpathd: held %d reinjected %d fail_open %v fail_closed %v; slowpathd punts %d batches %d shed %d",
-			m, insp1.Held-insp0.Held, insp1.Reinjected-insp0.Reinjected, insp1.FailOpen, insp1.FailClosed,
-			slow1.Punts-slow0.Punts, slow1.PuntBatches-slow0.PuntBatches, slow1.Unanswered.Shed-slow0.Unanswered.Shed)
 	}
 	return nil
 }
@@ -223,6 +251,7 @@ func addInspection(sum *punt.Stats, a, b punt.Stats) {
 	sum.Reinjected += b.Reinjected - a.Reinjected
 	sum.DroppedByVerdict += b.DroppedByVerdict - a.DroppedByVerdict
 	sum.Late += b.Late - a.Late
+	sum.Pending = max(sum.Pending, b.Pending)
 	sum.WriteErrors += b.WriteErrors - a.WriteErrors
 	for k, v := range b.FailOpen {
 		sum.FailOpen[k] += v - a.FailOpen[k]
@@ -244,16 +273,6 @@ func addSlow(sum *inspectd.Stats, a, b inspectd.Stats) {
 	sum.Queue.Stalls += b.Queue.Stalls - a.Queue.Stalls
 	sum.Queue.StallSeconds += b.Queue.StallSeconds - a.Queue.StallSeconds
 	sum.Queue.SendRetries += b.Queue.SendRetries - a.Queue.SendRetries
-}
-
-func loopSummary(logs string) []string {
-	var out []string
-	for _, l := range strings.Split(logs, "\n") {
-		if strings.Contains(l, "verdicts,") {
-			out = append(out, strings.TrimSpace(strings.TrimPrefix(l, "nfqueue: ")))
-		}
-	}
-	return out
 }
 
 // measureOffload restarts slowpathd to offload after c.OffloadAfter packets
@@ -332,213 +351,15 @@ func offloadOnce(ctx context.Context, e *Env, c Config) (OffloadResult, error) {
 		Offloads:     i1.Offloads - i0.Offloads,
 		PuntDevDrops: e.puntDevDrops() - drops0}
 	o.Packets = o.ToGuest + o.FromGuest
+	// The transfer's connection: the one with the most packets (a stalled
+	// earlier one may still be closing).
 	if conns, err := e.API.Connections(ctx, GuestID, 64); err == nil {
+		var most uint64
 		for _, cn := range conns {
-			if cn.Proto == 6 && cn.GuestPort == TCPPort {
-				o.Verdict = cn.Verdict
+			if n := cn.Packets[0] + cn.Packets[1]; cn.Proto == 6 && cn.GuestPort == TCPPort && n >= most {
+				o.Verdict, most = cn.Verdict, n
 			}
 		}
 	}
 	return o, e.Clear(ctx)
-}
-
-func countDone(ts []TransferResult) int {
-	n := 0
-	for _, t := range ts {
-		if t.Done {
-			n++
-		}
-	}
-	return n
-}
-
-func sumMap(m map[string]uint64) uint64 {
-	var n uint64
-	for _, v := range m {
-		n += v
-	}
-	return n
-}
-
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-func floodMedian(fs []FloodResult, f func(FloodResult) float64) float64 {
-	v := make([]float64, len(fs))
-	for i, x := range fs {
-		v[i] = f(x)
-	}
-	return median(v)
-}
-
-func pingMedian(ps []PingResult, p float64) time.Duration {
-	v := make([]float64, len(ps))
-	for i, x := range ps {
-		v[i] = float64(x.Percentile(p))
-	}
-	return time.Duration(median(v))
-}
-
-func us(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/1e3) }
-
-func kpps(v float64) string { return fmt.Sprintf("%.1f", v/1e3) }
-
-func ratio(a, b float64) string {
-	if b == 0 {
-		return "-"
-	}
-	return fmt.Sprintf("%.2f", a/b)
-}
-
-func mapString(m map[string]uint64) string {
-	keys := slices.Sorted(maps.Keys(m))
-	var parts []string
-	for _, k := range keys {
-		if m[k] != 0 {
-			parts = append(parts, fmt.Sprintf("%s %d", k, m[k]))
-		}
-	}
-	if len(parts) == 0 {
-		return "none"
-	}
-	return strings.Join(parts, ", ")
-}
-
-// Medians are the figures the tables print.
-type Medians struct {
-	PPS, SentPPS map[Mode]float64
-	CPU          map[Mode]CPU
-	P50, P99     map[Mode]time.Duration
-}
-
-// Medians computes the tables' figures.
-func (r *Results) Medians() Medians {
-	md := Medians{PPS: map[Mode]float64{}, SentPPS: map[Mode]float64{}, CPU: map[Mode]CPU{}, P50: map[Mode]time.Duration{}, P99: map[Mode]time.Duration{}}
-	for _, m := range modes {
-		fs := r.Flood[m]
-		md.PPS[m] = floodMedian(fs, FloodResult.PPS)
-		md.SentPPS[m] = floodMedian(fs, FloodResult.SentPPS)
-		md.CPU[m] = CPU{
-			Bench:     floodMedian(fs, func(f FloodResult) float64 { return f.CPU.Bench }),
-			Fastpathd: floodMedian(fs, func(f FloodResult) float64 { return f.CPU.Fastpathd }),
-			Slowpathd: floodMedian(fs, func(f FloodResult) float64 { return f.CPU.Slowpathd }),
-			Loop:      floodMedian(fs, func(f FloodResult) float64 { return f.CPU.Loop }),
-			SoftIRQ:   floodMedian(fs, func(f FloodResult) float64 { return f.CPU.SoftIRQ }),
-			Idle:      floodMedian(fs, func(f FloodResult) float64 { return f.CPU.Idle }),
-		}
-		md.P50[m] = pingMedian(r.Ping[m], 50)
-		md.P99[m] = pingMedian(r.Ping[m], 99)
-	}
-	return md
-}
-
-func (r *Results) print(out io.Writer, c Config) {
-	md := r.Medians()
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintf(out, "\nTable 1: UDP throughput, peer → guest through the host's vSwitch (%d flows, %d-byte payload), delivered = received by the guest's NIC\n", c.Senders, c.Payload)
-	fmt.Fprintln(tw, "config\toffered kpps\tdelivered kpps\tof offered\tof no filter\tCPU: senders\tfastpathd\tslowpathd\tverdict loop\tsoftirq\tidle\t")
-	cpu := func(v float64) string { return fmt.Sprintf("%.2f", v) }
-	for _, m := range []Mode{None, Palisade, NFQueue} {
-		u := md.CPU[m]
-		fast, slow, loop := "-", "-", "-"
-		switch m {
-		case Palisade:
-			fast, slow = cpu(u.Fastpathd), cpu(u.Slowpathd)
-		case NFQueue:
-			loop = cpu(u.Loop)
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", m, kpps(md.SentPPS[m]), kpps(md.PPS[m]),
-			ratio(md.PPS[m], md.SentPPS[m]), ratio(md.PPS[m], md.PPS[None]), cpu(u.Bench), fast, slow, loop, cpu(u.SoftIRQ), cpu(u.Idle))
-	}
-	tw.Flush()
-	fmt.Fprintf(out, "Palisade / NFQUEUE delivered: %s   (CPU columns: share of one CPU, %d in all; medians of %d)\n",
-		ratio(md.PPS[Palisade], md.PPS[NFQueue]), numCPU(), c.Reps)
-	in := r.Inspection
-	fmt.Fprintf(out, "fastpathd inspection (Palisade runs): held %d, reinjected %d, verdicts %s; fail_open: %s; fail_closed: %s; in-kernel passes without a slow path (engine_offline): %d\n",
-		in.Held, in.Reinjected, mapString(in.Verdicts), mapString(in.FailOpen), mapString(in.FailClosed), r.EngineOffline)
-	per := func(a, b uint64) string {
-		if b == 0 {
-			return "-"
-		}
-		return fmt.Sprintf("%.1f", float64(a)/float64(b))
-	}
-	fmt.Fprintf(out, "  punt batches to slowpathd: %d (%s packets each); slowpathd: %d punts, %d verdict frames (%s verdicts each), shed %d, reader stalls %d (%.3fs)\n",
-		in.Batches, per(in.Sent, in.Batches), r.Slow.Punts, r.Slow.Verdicts.Frames, per(r.Slow.Verdicts.Sent, r.Slow.Verdicts.Frames),
-		r.Slow.Unanswered.Shed, r.Slow.Queue.Stalls, r.Slow.Queue.StallSeconds)
-	fmt.Fprintf(out, "NFQUEUE queue %d (NFQUEUE runs, floods): queued %d, dropped: queue full %d, socket full %d; verdict loop: %s\n",
-		NFQueueNum, r.Queue.Queued, r.Queue.QueueFull, r.Queue.UserDropped, strings.Join(r.Loops, "; "))
-
-	fmt.Fprintf(out, "\nTable 2: UDP round trip, one outstanding, %d per measurement; each crosses inspection twice (request in, reply out) in both systems\n", c.RoundTrips)
-	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "config\tp50 µs\tp99 µs\tadded p50 µs\tadded p99 µs\tlost\t")
-	for _, m := range []Mode{None, Palisade, NFQueue} {
-		lost := 0
-		for _, p := range r.Ping[m] {
-			lost += p.Lost
-		}
-		added50, added99 := "-", "-"
-		if m != None {
-			added50, added99 = us(md.P50[m]-md.P50[None]), us(md.P99[m]-md.P99[None])
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t\n", m, us(md.P50[m]), us(md.P99[m]), added50, added99, lost)
-	}
-	tw.Flush()
-	fmt.Fprintf(out, "Palisade / NFQUEUE added latency: p50 %s, p99 %s\n",
-		ratio(float64(md.P50[Palisade]-md.P50[None]), float64(md.P50[NFQueue]-md.P50[None])),
-		ratio(float64(md.P99[Palisade]-md.P99[None]), float64(md.P99[NFQueue]-md.P99[None])))
-	if n := len(r.SlowPingLatency); n > 0 {
-		var p50, p99 []float64
-		for _, l := range r.SlowPingLatency {
-			p50, p99 = append(p50, l.P50Micros), append(p99, l.P99Micros)
-		}
-		fmt.Fprintf(out, "  of which inside slowpathd (punt frame read → verdict ready, its own window): p50 %.1f µs, p99 %.1f µs per crossing\n",
-			median(p50), median(p99))
-	}
-
-	fmt.Fprintf(out, "\nTable 3: offload, one %d MiB TCP transfer peer → guest through an inspected flow (slowpathd --offload-after %d), at most %s, median of up to %d\n",
-		c.TransferBytes>>20, c.OffloadAfter, c.TransferLimit, c.Reps)
-	tw = tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "config\tpeer GSO\tMB/s\tof no filter\tcompleted\tpackets to/from guest\tpunted\tfraction punted\toffloaded hits\tpunt device drops\tfail closed/open\tflow ends\t")
-	for _, gso := range []bool{true, false} {
-		onOff := map[bool]string{true: "on", false: "off"}[gso]
-		var base []float64
-		for _, b := range r.Baseline[gso] {
-			base = append(base, b.MBps())
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t1.00\t%d/%d\t-\t-\t-\t-\t-\t-\t-\t\n", None, onOff, median(base), countDone(r.Baseline[gso]), len(r.Baseline[gso]))
-		os := slices.Clone(r.Offload[gso])
-		if len(os) == 0 {
-			continue
-		}
-		fraction := func(o OffloadResult) float64 {
-			if o.Packets == 0 {
-				return 0
-			}
-			return float64(o.Punted) / float64(o.Packets)
-		}
-		sort.Slice(os, func(i, j int) bool { return fraction(os[i]) < fraction(os[j]) })
-		var pal []float64
-		done := 0
-		for _, o := range os {
-			pal = append(pal, o.MBps())
-			if o.Done {
-				done++
-			}
-		}
-		m := os[len(os)/2]
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%d/%d\t%d\t%d\t%.5f\t%d\t%d\t%d/%d\t%s\t\n", Palisade, onOff, median(pal), ratio(median(pal), median(base)),
-			done, len(os), m.Packets, m.Punted, fraction(m), m.OffloadedHit, m.PuntDevDrops, m.FailClosed, m.FailOpen, m.Verdict)
-	}
-	tw.Flush()
-	fmt.Fprintln(out, "  packets are what the vNIC's programs see (GSO super-packets of up to 64 KB count once); the Palisade row's counts are those of its transfer with the median fraction")
-	fmt.Fprintln(out, "  peer GSO off: the peer's eth0 has gso_max_segs 1, so its TCP sends wire-size segments only (see the notes)")
 }
