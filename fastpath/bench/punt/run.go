@@ -164,7 +164,7 @@ func (e *Env) readCounters(ctx context.Context, m Mode) (counters, error) {
 	return c, err
 }
 
-// measureMode installs m, floods at each load, ping-pongs and removes it
+// measureMode installs m, ping-pongs, floods at each load and removes it
 // again.
 func measureMode(ctx context.Context, e *Env, c Config, m Mode, r *Results) (err error) {
 	if err := e.Use(ctx, m); err != nil {
@@ -178,6 +178,24 @@ func measureMode(ctx context.Context, e *Env, c Config, m Mode, r *Results) (err
 	first, err := e.readCounters(ctx, m)
 	if err != nil {
 		return err
+	}
+	// The round trips first, on a quiet host: after a flood, queues and
+	// heaps are still settling.
+	p, err := e.PingPong(ctx, c.RoundTrips, c.WarmTrips)
+	if err != nil {
+		return err
+	}
+	r.Ping[m] = append(r.Ping[m], p)
+	c.logf("%-10s ping-pong: p50 %s p99 %s lost %d", m, p.Percentile(50), p.Percentile(99), p.Lost)
+	if m == Palisade {
+		slow, err := e.SlowInspection(ctx)
+		if err != nil {
+			return err
+		}
+		r.SlowPingLatency = append(r.SlowPingLatency, slow.Latency)
+		if st, err := e.API.Status(ctx); err == nil && st.RTT > 0 {
+			r.BindingRTT = append(r.BindingRTT, st.RTT)
+		}
 	}
 	for _, n := range c.Senders {
 		before, err := e.readCounters(ctx, m)
@@ -209,12 +227,6 @@ func measureMode(ctx context.Context, e *Env, c Config, m Mode, r *Results) (err
 			q.UserDropped += after.queue.UserDropped - before.queue.UserDropped
 		}
 	}
-	p, err := e.PingPong(ctx, c.RoundTrips, c.WarmTrips)
-	if err != nil {
-		return err
-	}
-	r.Ping[m] = append(r.Ping[m], p)
-	c.logf("%-10s ping-pong: p50 %s p99 %s lost %d", m, p.Percentile(50), p.Percentile(99), p.Lost)
 	if m == Palisade {
 		last, err := e.readCounters(ctx, m)
 		if err != nil {
@@ -222,10 +234,6 @@ func measureMode(ctx context.Context, e *Env, c Config, m Mode, r *Results) (err
 		}
 		addInspection(&r.Inspection, first.insp, last.insp)
 		r.EngineOffline += last.dp["engine_offline"] - first.dp["engine_offline"]
-		r.SlowPingLatency = append(r.SlowPingLatency, last.slow.Latency)
-		if st, err := e.API.Status(ctx); err == nil && st.RTT > 0 {
-			r.BindingRTT = append(r.BindingRTT, st.RTT)
-		}
 	}
 	return nil
 }
