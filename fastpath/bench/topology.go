@@ -96,8 +96,8 @@ type Topology struct {
 
 // NewTopology builds the lab's namespaces and links inside l and loads the
 // traffic programs. Close undoes what Close of l does not (programs).
-func NewTopology(l *lab.Lab, o Options) (t *Topology, err error) {
-	t = &Topology{GenCPU: o.GenCPU, FwdCPU: o.FwdCPU}
+func NewTopology(l *lab.Lab, o Options) (_ *Topology, err error) {
+	t := &Topology{GenCPU: o.GenCPU, FwdCPU: o.FwdCPU}
 	defer func() {
 		if err != nil {
 			t.Close()
@@ -169,13 +169,15 @@ func NewTopology(l *lab.Lab, o Options) (t *Topology, err error) {
 			return nil, err
 		}
 	}
-	t.frame, err = UDPFrame(Endpoint{MAC: macGen, Addr: GenAddr, Port: GenPort},
-		Endpoint{MAC: macHostGen, Addr: GuestAddr, Port: GuestPort}, FrameLen)
-	return t, err
+	if t.frame, err = UDPFrame(Endpoint{MAC: macGen, Addr: GenAddr, Port: GenPort},
+		Endpoint{MAC: macHostGen, Addr: GuestAddr, Port: GuestPort}, FrameLen); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
-// anchorGenerator attaches the generator to an interface that is down and
-// linked to nothing, which keeps it in the kernel's XDP dispatcher: otherwise
+// anchorGenerator attaches the generator to a veth pair of its own whose
+// ends are both down, which keeps it in the kernel's XDP dispatcher: otherwise
 // every test run adds it to the dispatcher and removes it again, each time
 // rewriting kernel text and waiting for an RCU grace period (milliseconds,
 // and most of the variance of short runs).
