@@ -109,23 +109,30 @@ func (e *Env) Flood(ctx context.Context, senders, payload int, warmup, dur time.
 	if err := sleep(ctx, warmup); err != nil {
 		return FloodResult{}, err
 	}
+	// The sender counters are read first, then the guest's in a system
+	// call entered at once: on a saturated machine the goroutine may wait
+	// milliseconds for a CPU after a system call returns, never before.
+	snap := func() (at time.Time, s, x, rx uint64, err error) {
+		at = time.Now()
+		s, x = sent()
+		rx, err = e.guestRx()
+		return at, s, x, rx, err
+	}
 	procs := e.Procs()
-	rx0, err := e.guestRx()
+	c0 := takeCPU(procs)
+	t0, s0, x0, rx0, err := snap()
 	if err != nil {
 		return FloodResult{}, err
 	}
-	s0, x0 := sent()
-	c0 := takeCPU(procs)
 	if err := sleep(ctx, dur); err != nil {
 		return FloodResult{}, err
 	}
-	c1 := takeCPU(procs)
-	s1, x1 := sent()
-	rx1, err := e.guestRx()
+	t1, s1, x1, rx1, err := snap()
 	if err != nil {
 		return FloodResult{}, err
 	}
-	return FloodResult{Elapsed: c1.at.Sub(c0.at), Sent: s1 - s0, SendErrors: x1 - x0, Delivered: rx1 - rx0, CPU: cpuBetween(c0, c1)}, nil
+	c1 := takeCPU(procs)
+	return FloodResult{Elapsed: t1.Sub(t0), Sent: s1 - s0, SendErrors: x1 - x0, Delivered: rx1 - rx0, CPU: cpuBetween(c0, c1)}, nil
 }
 
 func sleep(ctx context.Context, d time.Duration) error {
