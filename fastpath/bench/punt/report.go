@@ -159,7 +159,7 @@ func (r *Results) printThroughput(out io.Writer, c Config, md Medians) {
 			senders(n), in.Held, in.Reinjected, failed, pct(failed, in.Held), mapString(in.FailClosed), in.Late,
 			in.Batches, per(in.Sent, in.Batches), sl.Unanswered.Shed, sl.Verdicts.Frames, per(sl.Verdicts.Sent, sl.Verdicts.Frames))
 		q := r.FloodQueue[n]
-		fmt.Fprintf(out, "  %s, NFQUEUE: queued %d, dropped in the kernel: queue full %d (%s of offered), socket full %d\n",
+		fmt.Fprintf(out, "  %s, NFQUEUE: queued %d, dropped in the kernel: queue full %d (%s of what reached the queue), socket full %d\n",
 			senders(n), q.Queued, q.QueueFull, pct(q.QueueFull, q.Queued+q.QueueFull+q.UserDropped), q.UserDropped)
 	}
 	in := r.Inspection
