@@ -23,6 +23,9 @@ import (
 // one left.
 const prefix = "palpb"
 
+// tmpPattern names the directory of a run's built daemons and state.
+const tmpPattern = "palisade-punt-bench-"
+
 func main() {
 	punt.MaybeVerdictLoop() // the NFQUEUE baseline's verdict loop runs as this program
 
@@ -119,7 +122,12 @@ func run(ctx context.Context, c punt.Config, daemonLog io.Writer, out io.Writer)
 		return err
 	}
 	defer func() { err = errors.Join(err, sess.Close()) }()
-	tmp, err := os.MkdirTemp("", "palisade-punt-bench-")
+	// With the lock held no other run uses these: a killed run's daemons.
+	stale, _ := filepath.Glob(filepath.Join(os.TempDir(), tmpPattern+"*"))
+	for _, d := range stale {
+		_ = os.RemoveAll(d)
+	}
+	tmp, err := os.MkdirTemp("", tmpPattern)
 	if err != nil {
 		return err
 	}
