@@ -3,7 +3,6 @@ package punt
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -233,9 +232,6 @@ func (e *Env) Procs() Procs {
 	return p
 }
 
-// Mode is the configuration installed.
-func (e *Env) Mode() Mode { return e.mode }
-
 // Use installs configuration m, removing the current one first.
 func (e *Env) Use(ctx context.Context, m Mode) error {
 	if err := e.Clear(ctx); err != nil {
@@ -276,12 +272,6 @@ func (e *Env) Clear(ctx context.Context) error {
 	return nil
 }
 
-// Stats returns the guest's datapath counters.
-func (e *Env) Stats(ctx context.Context) (map[string]uint64, error) {
-	st, err := e.API.Stats(ctx, GuestID)
-	return st.Counters, err
-}
-
 // Inspection returns fastpathd's inspection counters.
 func (e *Env) Inspection(ctx context.Context) (punt.Stats, error) { return e.API.Inspection(ctx) }
 
@@ -299,10 +289,4 @@ func (e *Env) hostCmd(name string, args ...string) (string, error) {
 		return string(out), fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), e.Site.Host.Name, err, bytes.TrimSpace(out))
 	}
 	return string(out), nil
-}
-
-// jsonString is v as JSON, for notes.
-func jsonString(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
 }

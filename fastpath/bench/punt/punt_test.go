@@ -2,6 +2,7 @@ package punt
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"strings"
 	"testing"
@@ -147,4 +148,9 @@ func TestOffloadFraction(t *testing.T) {
 	if o.Packets == 0 || o.Punted == 0 || o.Bytes == 0 || o.FailOpen != 0 {
 		t.Fatalf("offload with GSO: %+v", o)
 	}
+}
+
+func jsonString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }

@@ -97,7 +97,7 @@ func newStats() *punt.Stats {
 // Run builds the lab in l, measures and prints the report to out.
 func Run(ctx context.Context, l *lab.Lab, o Options, c Config, out io.Writer) (*Results, error) {
 	start := time.Now()
-	o.OffloadAfter = 0
+	o.OffloadAfter = 0 // tables 1 and 2: an inspected flow is never offloaded
 	cpus, model, kernel := machineFacts()
 	fmt.Fprintf(out, "punt-bench: inline inspection round trip, Palisade vs NFQUEUE\n")
 	fmt.Fprintf(out, "machine: %d CPUs (%s), kernel %s, %s", cpus, model, kernel, runtime.Version())
@@ -117,16 +117,23 @@ func Run(ctx context.Context, l *lab.Lab, o Options, c Config, out io.Writer) (*
 	for _, n := range c.Senders {
 		r.FloodInspection[n], r.FloodSlow[n], r.FloodQueue[n] = newStats(), &inspectd.Stats{}, &QueueStats{}
 	}
+	withLogs := func(err error) error {
+		if ctx.Err() != nil {
+			return err
+		}
+		lines := strings.Split(strings.TrimSpace(e.Logs()), "\n")
+		return fmt.Errorf("%w\n--- the daemons' last output ---\n%s", err, strings.Join(lines[max(0, len(lines)-30):], "\n"))
+	}
 	for rep := 0; rep < c.Reps; rep++ {
 		for i := range modes {
 			m := modes[(i+rep)%len(modes)]
 			if err := measureMode(ctx, e, c, m, r); err != nil {
-				return r, fmt.Errorf("%s: %w", m, err)
+				return r, withLogs(fmt.Errorf("%s: %w", m, err))
 			}
 		}
 	}
 	if err := measureOffload(ctx, e, c, r); err != nil {
-		return r, fmt.Errorf("offload: %w", err)
+		return r, withLogs(fmt.Errorf("offload: %w", err))
 	}
 	r.print(out, c)
 	fmt.Fprintf(out, "\nrun took %s\n", time.Since(start).Round(time.Second))
