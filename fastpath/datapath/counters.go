@@ -11,12 +11,12 @@ var counterNames = [...]string{
 	"passed", "dropped", "new_connections", "established_hits", "invalid",
 	"pickups", "reclassified", "related_icmp", "bypassed", "tap_would_drop",
 	"table_full", "events_suppressed", "punted", "tap_copies", "reinjected", "engine_offline",
-	"offloaded_hits", "fragments", "port_reuse",
+	"offloaded_hits", "punt_shed", "fragments", "port_reuse",
 }
 
 var dropReasonNames = [...]string{
 	"none", "rule_deny", "default_deny", "invalid_state", "invalid_flags",
-	"malformed", "fragment", "non_ip", "arp", "flow_blocked", "engine_offline", "punt_failed",
+	"malformed", "fragment", "non_ip", "arp", "flow_blocked", "engine_offline", "punt_failed", "punt_shed",
 }
 
 // Counters are a guest's datapath counters, summed over CPUs.

@@ -159,9 +159,10 @@ const (
 	dpCounterC_REINJECTED        dpCounter = 18
 	dpCounterC_ENGINE_OFFLINE    dpCounter = 19
 	dpCounterC_OFFLOADED_HITS    dpCounter = 20
-	dpCounterC_FRAGMENTS         dpCounter = 21
-	dpCounterC_PORT_REUSE        dpCounter = 22
-	dpCounterC_COUNT             dpCounter = 23
+	dpCounterC_PUNT_SHED         dpCounter = 21
+	dpCounterC_FRAGMENTS         dpCounter = 22
+	dpCounterC_PORT_REUSE        dpCounter = 23
+	dpCounterC_COUNT             dpCounter = 24
 )
 
 type dpDecisionKey struct {
@@ -202,7 +203,8 @@ const (
 	dpDropReasonDR_FLOW_BLOCKED   dpDropReason = 9
 	dpDropReasonDR_ENGINE_OFFLINE dpDropReason = 10
 	dpDropReasonDR_PUNT_FAILED    dpDropReason = 11
-	dpDropReasonDR_COUNT          dpDropReason = 12
+	dpDropReasonDR_PUNT_SHED      dpDropReason = 12
+	dpDropReasonDR_COUNT          dpDropReason = 13
 )
 
 type dpEvent struct {
@@ -296,8 +298,8 @@ type dpGuestCfg struct {
 
 type dpGuestCounters struct {
 	_     structs.HostLayout
-	C     [23]uint64
-	Drops [12]uint64
+	C     [24]uint64
+	Drops [13]uint64
 }
 
 type dpPuntMeta struct {
@@ -372,6 +374,8 @@ type dpScratch struct {
 	}
 	_       [4]byte
 	Meta    dpPuntMeta
+	MetaTag uint32
+	Pad     uint32
 	PuntSeq uint64
 }
 
@@ -440,6 +444,7 @@ const (
 	dpMapFlowDecisions = "flow_decisions"
 	dpMapFrags         = "frags"
 	dpMapGuestStats    = "guest_stats"
+	dpMapPuntCongested = "punt_congested"
 	dpMapRcuBarrier    = "rcu_barrier"
 	dpMapRuleHits      = "rule_hits"
 	dpMapRules         = "rules"
@@ -448,6 +453,7 @@ const (
 	dpMapVnics         = "vnics"
 	dpMapWords         = "words"
 	dpProgFromGuest    = "from_guest"
+	dpProgPuntOut      = "punt_out"
 	dpProgPuntSink     = "punt_sink"
 	dpProgReinject     = "reinject"
 	dpProgToGuest      = "to_guest"
@@ -497,6 +503,7 @@ type dpSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type dpProgramSpecs struct {
 	FromGuest *ebpf.ProgramSpec `ebpf:"from_guest"`
+	PuntOut   *ebpf.ProgramSpec `ebpf:"punt_out"`
 	PuntSink  *ebpf.ProgramSpec `ebpf:"punt_sink"`
 	Reinject  *ebpf.ProgramSpec `ebpf:"reinject"`
 	ToGuest   *ebpf.ProgramSpec `ebpf:"to_guest"`
@@ -520,6 +527,7 @@ type dpMapSpecs struct {
 	FlowDecisions *ebpf.MapSpec `ebpf:"flow_decisions"`
 	Frags         *ebpf.MapSpec `ebpf:"frags"`
 	GuestStats    *ebpf.MapSpec `ebpf:"guest_stats"`
+	PuntCongested *ebpf.MapSpec `ebpf:"punt_congested"`
 	RcuBarrier    *ebpf.MapSpec `ebpf:"rcu_barrier"`
 	RuleHits      *ebpf.MapSpec `ebpf:"rule_hits"`
 	Rules         *ebpf.MapSpec `ebpf:"rules"`
@@ -570,6 +578,7 @@ type dpMaps struct {
 	FlowDecisions *ebpf.Map `ebpf:"flow_decisions"`
 	Frags         *ebpf.Map `ebpf:"frags"`
 	GuestStats    *ebpf.Map `ebpf:"guest_stats"`
+	PuntCongested *ebpf.Map `ebpf:"punt_congested"`
 	RcuBarrier    *ebpf.Map `ebpf:"rcu_barrier"`
 	RuleHits      *ebpf.Map `ebpf:"rule_hits"`
 	Rules         *ebpf.Map `ebpf:"rules"`
@@ -595,6 +604,7 @@ func (m *dpMaps) Close() error {
 		m.FlowDecisions,
 		m.Frags,
 		m.GuestStats,
+		m.PuntCongested,
 		m.RcuBarrier,
 		m.RuleHits,
 		m.Rules,
@@ -617,6 +627,7 @@ type dpVariables struct {
 // It can be passed to loadDpObjects or ebpf.CollectionSpec.LoadAndAssign.
 type dpPrograms struct {
 	FromGuest *ebpf.Program `ebpf:"from_guest"`
+	PuntOut   *ebpf.Program `ebpf:"punt_out"`
 	PuntSink  *ebpf.Program `ebpf:"punt_sink"`
 	Reinject  *ebpf.Program `ebpf:"reinject"`
 	ToGuest   *ebpf.Program `ebpf:"to_guest"`
@@ -625,6 +636,7 @@ type dpPrograms struct {
 func (p *dpPrograms) Close() error {
 	return _DpClose(
 		p.FromGuest,
+		p.PuntOut,
 		p.PuntSink,
 		p.Reinject,
 		p.ToGuest,

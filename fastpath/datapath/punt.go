@@ -15,9 +15,11 @@ import (
 )
 
 // The punt device: a veth pair in fastpathd's namespace. Held packets leave
-// the datapath into PuntOut and are read by fastpathd on PuntIn (where the
-// kernel then drops them); fastpathd writes allowed packets back into PuntIn,
-// they arrive on PuntOut and the reinject program sends them home.
+// the datapath into PuntOut (whose egress program prepends their metadata)
+// and are read by fastpathd on PuntIn (where the kernel then drops them);
+// fastpathd writes allowed packets back into PuntIn, exactly as they were
+// taken, with a mark saying where they go (BackMark); they arrive on PuntOut
+// and the reinject program sends them home.
 const (
 	PuntOut = "palpunt0"
 	PuntIn  = "palpunt1"
@@ -25,14 +27,11 @@ const (
 	PuntMTU = 65535
 )
 
-// PuntMetaSize is the metadata's size, between Ethernet header and payload.
+// PuntMetaSize is the metadata's size, in front of a held packet's frame.
 const PuntMetaSize = 72
 
-// Metadata flags (datapath.h).
-const (
-	MetaTap    = 1 << 0
-	MetaInject = 1 << 1
-)
+// MetaTap flags a tap copy (datapath.h).
+const MetaTap = 1 << 0
 
 // PuntMeta is what travels with a held packet.
 type PuntMeta struct {
@@ -56,13 +55,13 @@ type ConnKey struct {
 
 const puntMagic = 0x50554e54
 
-// ParsePuntMeta reads the metadata of a frame from the punt device.
+// ParsePuntMeta reads the metadata in front of a frame from the punt device.
 func ParsePuntMeta(frame []byte) (PuntMeta, error) {
 	if len(frame) < 14+PuntMetaSize {
 		return PuntMeta{}, fmt.Errorf("punted frame of %d bytes is shorter than its metadata", len(frame))
 	}
 	var raw dpPuntMeta
-	if _, err := binary.Decode(frame[14:14+PuntMetaSize], binary.NativeEndian, &raw); err != nil {
+	if _, err := binary.Decode(frame[:PuntMetaSize], binary.NativeEndian, &raw); err != nil {
 		return PuntMeta{}, err
 	}
 	if raw.Magic != puntMagic {
@@ -75,15 +74,19 @@ func ParsePuntMeta(frame []byte) (PuntMeta, error) {
 			RemoteAddr: addrOf(k.Family, k.RemoteAddr), RemotePort: k.RemotePort}}, nil
 }
 
-// AppendInjectMeta writes metadata for a packet fastpathd makes (a reset)
-// to go out of vNIC ifindex in the given direction, after ethernet header eth.
-func AppendInjectMeta(b []byte, ifindex uint32, toGuest bool, slot uint32) []byte {
-	m := dpPuntMeta{Magic: puntMagic, Slot: slot, Ifindex: ifindex, Flags: MetaInject}
+// BackMark is the mark a packet written back into the punt device carries:
+// the vNIC it goes to, whether it goes to the guest (out of the vNIC) or
+// from it (into the host), and whether fastpathd made it (a reset) rather
+// than it being a held packet.
+func BackMark(ifindex uint32, toGuest, inject bool) uint32 {
+	m := ifindex & 0x3fffffff
 	if toGuest {
-		m.Dir = 1
+		m |= 1 << 31
 	}
-	out, _ := binary.Append(b, binary.NativeEndian, &m)
-	return out
+	if inject {
+		m |= 1 << 30
+	}
+	return m
 }
 
 func (d *Datapath) puntLinkPath(name string) string {
@@ -128,10 +131,12 @@ func (d *Datapath) EnsurePuntDevice(nl *netlink.Handle) (inIfindex int, err erro
 		}
 	}
 	for _, p := range []struct {
-		name string
-		dev  netlink.Link
-		prog *ebpf.Program
-	}{{"reinject", out, d.objs.Reinject}, {"sink", in, d.objs.PuntSink}} {
+		name   string
+		dev    netlink.Link
+		prog   *ebpf.Program
+		attach ebpf.AttachType
+	}{{"out", out, d.objs.PuntOut, ebpf.AttachTCXEgress}, {"reinject", out, d.objs.Reinject, ebpf.AttachTCXIngress},
+		{"sink", in, d.objs.PuntSink, ebpf.AttachTCXIngress}} {
 		path := d.puntLinkPath(p.name)
 		if l, err := link.LoadPinnedLink(path, nil); err == nil {
 			err = l.Update(p.prog)
@@ -141,7 +146,7 @@ func (d *Datapath) EnsurePuntDevice(nl *netlink.Handle) (inIfindex int, err erro
 			}
 			_ = os.Remove(path)
 		}
-		l, err := link.AttachTCX(link.TCXOptions{Interface: p.dev.Attrs().Index, Program: p.prog, Attach: ebpf.AttachTCXIngress})
+		l, err := link.AttachTCX(link.TCXOptions{Interface: p.dev.Attrs().Index, Program: p.prog, Attach: p.attach})
 		if err != nil {
 			return 0, fmt.Errorf("punt device %s: attach %s: %w", p.dev.Attrs().Name, p.name, err)
 		}
@@ -161,7 +166,7 @@ func (d *Datapath) EnsurePuntDevice(nl *netlink.Handle) (inIfindex int, err erro
 // RemovePuntDevice detaches the punt programs and deletes the device.
 func (d *Datapath) RemovePuntDevice(nl *netlink.Handle) error {
 	var errs []error
-	for _, name := range []string{"reinject", "sink"} {
+	for _, name := range []string{"out", "reinject", "sink"} {
 		if l, err := link.LoadPinnedLink(d.puntLinkPath(name), nil); err == nil {
 			errs = append(errs, l.Unpin(), l.Close())
 		}
@@ -222,6 +227,20 @@ func (d *Datapath) SetFlowDecision(slot uint32, flowID uint64, verdict uint8, dr
 	k := dpDecisionKey{Slot: slot, FlowId: flowID}
 	if err := d.objs.FlowDecisions.Put(k, dpFlowDecision{Verdict: verdict, Dropped: dropped}); err != nil {
 		return fmt.Errorf("flow %d decision: %w", flowID, err)
+	}
+	return nil
+}
+
+// SetCongested says fastpathd holds as much of guest slot's traffic as it
+// may (or no longer): while it does, the datapath sheds the guest's inspected
+// packets by the guest's fail policy itself.
+func (d *Datapath) SetCongested(slot uint32, congested bool) error {
+	v := uint32(0)
+	if congested {
+		v = 1
+	}
+	if err := d.objs.PuntCongested.Put(slot, v); err != nil {
+		return fmt.Errorf("guest slot %d congestion: %w", slot, err)
 	}
 	return nil
 }

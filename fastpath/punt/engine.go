@@ -50,7 +50,8 @@ type held struct {
 	slot     uint32
 	flow     flowKey
 	meta     datapath.PuntMeta
-	raw      []byte // vnet header + frame with metadata, as read
+	raw      []byte // vnet header + the frame as taken, ready to go back
+	mark     uint32 // where it goes back (datapath.BackMark)
 	deadline time.Time
 	decided  bool
 	action   channel.Action
@@ -83,6 +84,7 @@ type Engine struct {
 	guestPkts  map[uint32]int
 	guestBytes map[uint32]int
 	totalBytes int
+	congested  map[uint32]bool // guests the datapath is told to shed
 	c          counters
 }
 
@@ -115,7 +117,7 @@ func New(cfg Config) (*Engine, error) {
 		return nil, err
 	}
 	e := &Engine{cfg: cfg, dp: cfg.Datapath, sock: sock, log: cfg.Log, byID: map[uint64]*held{},
-		flows: map[flowKey]*flowState{}, guestPkts: map[uint32]int{}, guestBytes: map[uint32]int{}}
+		flows: map[flowKey]*flowState{}, guestPkts: map[uint32]int{}, guestBytes: map[uint32]int{}, congested: map[uint32]bool{}}
 	e.c.failOpen, e.c.failClosed = map[string]uint64{}, map[string]uint64{}
 	return e, nil
 }
@@ -188,7 +190,10 @@ func (e *Engine) readLoop(ctx context.Context) error {
 		if !ok {
 			continue
 		}
-		if size+channel.PuntRecordSize(rec) > channel.MaxPayload || len(batch) == 256 {
+		// A batch leaves when full or when nothing more is waiting: under
+		// a flood the socket never runs dry, and packets must not wait
+		// for one.
+		if size+channel.PuntRecordSize(rec) > channel.MaxPayload || len(batch) == 64 {
 			flush()
 		}
 		batch = append(batch, rec)
@@ -208,8 +213,7 @@ func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 		e.mu.Unlock()
 		return channel.PuntRecord{}, nil, false
 	}
-	frame := raw[vnetHdrLen:]
-	meta, err := datapath.ParsePuntMeta(frame)
+	meta, err := datapath.ParsePuntMeta(raw[vnetHdrLen:])
 	if err != nil {
 		e.mu.Lock()
 		e.c.malformed++
@@ -217,9 +221,12 @@ func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 		e.log.WithError(err).Warn("held packet without metadata")
 		return channel.PuntRecord{}, nil, false
 	}
-	// The slow path sees the packet as the vNIC did: without metadata.
-	orig := make([]byte, 0, len(frame)-datapath.PuntMetaSize)
-	orig = append(append(orig, frame[:14]...), frame[14+datapath.PuntMetaSize:]...)
+	// Drop the metadata in place: what remains is the packet as the vNIC
+	// saw it, for the slow path and, unchanged, to go back.
+	copy(raw[datapath.PuntMetaSize:], raw[:vnetHdrLen])
+	raw = raw[datapath.PuntMetaSize:]
+	stripFront(raw[:vnetHdrLen], datapath.PuntMetaSize)
+	orig := raw[vnetHdrLen:]
 	dir := channel.ToGuest
 	if meta.FromGuest {
 		dir = channel.FromGuest
@@ -234,7 +241,7 @@ func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 	}
 	g, _ := e.cfg.GuestOf(meta.Slot)
 	h := &held{id: meta.PacketID, slot: meta.Slot, flow: flowKey{meta.Slot, meta.FlowID}, meta: meta, raw: raw,
-		deadline: time.Now().Add(e.cfg.VerdictTimeout)}
+		mark: datapath.BackMark(meta.Ifindex, !meta.FromGuest, false), deadline: time.Now().Add(e.cfg.VerdictTimeout)}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.c.held++
@@ -247,9 +254,7 @@ func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 	fs.queue = append(fs.queue, h)
 	e.byID[h.id] = h
 	e.order = append(e.order, h)
-	e.guestPkts[h.slot]++
-	e.guestBytes[h.slot] += len(raw)
-	e.totalBytes += len(raw)
+	e.account(h, +1)
 	switch {
 	case fs.blocked:
 		e.decide(h, channel.ActionDrop, nil, "blocked")
@@ -318,34 +323,74 @@ func (e *Engine) failOne(h *held, g Guest, why string) {
 	e.decide(h, channel.ActionAllow, nil, why)
 }
 
-// release delivers a flow's decided packets from the head of its queue, so
-// a flow's packets leave in the order they came.
+// account adds (sign +1) or removes (-1) a held packet from its guest's and
+// the host's totals, and tells the datapath to shed the guest's inspected
+// traffic while the guest is at its bound (until it is back under half).
+func (e *Engine) account(h *held, sign int) {
+	e.guestPkts[h.slot] += sign
+	e.guestBytes[h.slot] += sign * len(h.raw)
+	e.totalBytes += sign * len(h.raw)
+	pkts, bytes := e.guestPkts[h.slot], e.guestBytes[h.slot]
+	full := pkts >= e.cfg.GuestPackets || bytes >= e.cfg.GuestBytes || e.totalBytes >= e.cfg.TotalBytes
+	calm := pkts <= e.cfg.GuestPackets/2 && bytes <= e.cfg.GuestBytes/2 && e.totalBytes <= e.cfg.TotalBytes/2
+	switch {
+	case full && !e.congested[h.slot]:
+		e.congested[h.slot] = true
+		e.c.congestions++
+		if err := e.dp.SetCongested(h.slot, true); err != nil {
+			e.log.WithError(err).Warn("cannot tell the datapath to shed")
+		}
+	case calm && e.congested[h.slot]:
+		delete(e.congested, h.slot)
+		if err := e.dp.SetCongested(h.slot, false); err != nil {
+			e.log.WithError(err).Warn("cannot tell the datapath to stop shedding")
+		}
+	}
+}
+
+// release settles a flow's decided packets. Dropped and rejected ones leave
+// at once, wherever they are (order only matters for what is delivered);
+// allowed ones leave from the head, so the flow's packets are delivered in
+// the order they came.
 func (e *Engine) release(fs *flowState) {
+	kept := fs.queue[:0]
+	for _, h := range fs.queue {
+		if h.decided && h.action != channel.ActionAllow {
+			e.finish(h, fs)
+			continue
+		}
+		kept = append(kept, h)
+	}
+	clear(fs.queue[len(kept):])
+	fs.queue = kept
 	for len(fs.queue) > 0 && fs.queue[0].decided {
 		h := fs.queue[0]
 		fs.queue = fs.queue[1:]
-		h.released = true
-		delete(e.byID, h.id)
-		e.guestPkts[h.slot]--
-		e.guestBytes[h.slot] -= len(h.raw)
-		e.totalBytes -= len(h.raw)
-		switch h.action {
-		case channel.ActionAllow:
-			if err := e.sock.write(h.raw); err != nil {
-				e.c.writeErrors++
-				e.dropped(h, fs)
-				e.log.WithError(err).Warn("reinjecting a held packet")
-				continue
-			}
-			e.c.reinjected++
-		case channel.ActionReject:
-			e.c.rejected++
+		e.finish(h, fs)
+	}
+}
+
+// finish delivers, drops or answers one decided packet and forgets it.
+func (e *Engine) finish(h *held, fs *flowState) {
+	h.released = true
+	delete(e.byID, h.id)
+	e.account(h, -1)
+	switch h.action {
+	case channel.ActionAllow:
+		if err := e.sock.write(h.raw, h.mark); err != nil {
+			e.c.writeErrors++
 			e.dropped(h, fs)
-			e.answer(h)
-		default:
-			e.c.droppedByVerdict++
-			e.dropped(h, fs)
+			e.log.WithError(err).Warn("reinjecting a held packet")
+			return
 		}
+		e.c.reinjected++
+	case channel.ActionReject:
+		e.c.rejected++
+		e.dropped(h, fs)
+		e.answer(h)
+	default:
+		e.c.droppedByVerdict++
+		e.dropped(h, fs)
 	}
 }
 
@@ -363,14 +408,13 @@ func (e *Engine) answer(h *held) {
 	frame := h.raw[vnetHdrLen:]
 	l3 := h.reply
 	if l3 == nil {
-		orig := append(append([]byte(nil), frame[:14]...), frame[14+datapath.PuntMetaSize:]...)
 		var err error
-		if l3, err = rejectPacket(orig); err != nil {
+		if l3, err = rejectPacket(frame); err != nil {
 			e.log.WithError(err).Debug("cannot answer a rejected packet")
 			return
 		}
 	}
-	out := make([]byte, vnetHdrLen, vnetHdrLen+14+datapath.PuntMetaSize+len(l3))
+	out := make([]byte, vnetHdrLen, vnetHdrLen+14+len(l3))
 	out = append(out, frame[6:12]...) // to the sender: swap the addresses
 	out = append(out, frame[0:6]...)
 	etype := uint16(0x0800)
@@ -378,9 +422,9 @@ func (e *Engine) answer(h *held) {
 		etype = 0x86dd
 	}
 	out = binary.BigEndian.AppendUint16(out, etype)
-	out = datapath.AppendInjectMeta(out, h.meta.Ifindex, h.meta.FromGuest, h.slot)
 	out = append(out, l3...)
-	if err := e.sock.write(out); err != nil {
+	// Toward the sender: to the guest if the guest sent it.
+	if err := e.sock.write(out, datapath.BackMark(h.meta.Ifindex, h.meta.FromGuest, true)); err != nil {
 		e.log.WithError(err).Warn("sending a reject")
 		return
 	}

@@ -1,8 +1,10 @@
 package punt
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -11,6 +13,19 @@ import (
 // super-packet's segmentation in it and takes it back on send, so held
 // packets return byte for byte, however large.
 const vnetHdrLen = 10
+
+// stripFront turns a virtio header that describes a frame into one that
+// describes the frame without its first n bytes (the metadata): checksum
+// start and header length are offsets from the frame's start.
+func stripFront(vnet []byte, n uint16) {
+	const needsCsum = 1
+	if hdrLen := binary.LittleEndian.Uint16(vnet[2:]); hdrLen > n {
+		binary.LittleEndian.PutUint16(vnet[2:], hdrLen-n)
+	}
+	if vnet[0]&needsCsum != 0 {
+		binary.LittleEndian.PutUint16(vnet[6:], binary.LittleEndian.Uint16(vnet[6:])-n)
+	}
+}
 
 // packetSocket reads and writes whole frames on one interface.
 type packetSocket struct {
@@ -73,10 +88,16 @@ func (s *packetSocket) read(buf []byte) (n int, ok bool, err error) {
 	return n, true, nil
 }
 
-// write sends a frame that starts with its vnet header.
-func (s *packetSocket) write(b []byte) error {
+// write sends a frame that starts with its vnet header, with skb mark set
+// (it tells the reinject program where the packet goes).
+func (s *packetSocket) write(b []byte, mark uint32) error {
+	oob := make([]byte, unix.CmsgSpace(4))
+	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
+	h.Level, h.Type = unix.SOL_SOCKET, unix.SO_MARK
+	h.SetLen(unix.CmsgLen(4))
+	binary.NativeEndian.PutUint32(oob[unix.CmsgLen(0):], mark)
 	for {
-		err := unix.Sendto(s.fd, b, 0, &unix.SockaddrLinklayer{Ifindex: s.ifindex})
+		err := unix.Sendmsg(s.fd, b, oob, &unix.SockaddrLinklayer{Ifindex: s.ifindex}, 0)
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOBUFS) {
 			// The punt device's queue is momentarily full; it drains
 			// at wire speed.

@@ -3,12 +3,12 @@ package punt
 import "github.com/palisade/palisade/fastpath/channel"
 
 type counters struct {
-	held, sent, batches, tapCopies, malformed       uint64
-	reinjected, rejected, answers, droppedByVerdict uint64
-	offloads, blocks, late, writeErrors             uint64
-	tapVerdicts, tapWouldDrop                       uint64
-	verdicts                                        [4]uint64 // by channel.Action
-	failOpen, failClosed                            map[string]uint64
+	held, sent, batches, tapCopies, malformed        uint64
+	reinjected, rejected, answers, droppedByVerdict  uint64
+	offloads, blocks, late, writeErrors, congestions uint64
+	tapVerdicts, tapWouldDrop                        uint64
+	verdicts                                         [4]uint64 // by channel.Action
+	failOpen, failClosed                             map[string]uint64
 }
 
 // Stats are the engine's counters, for `fastpathd inspection`.
@@ -33,6 +33,7 @@ type Stats struct {
 	PendingBytes     int               `json:"pending_bytes"`
 	Malformed        uint64            `json:"malformed"`
 	WriteErrors      uint64            `json:"write_errors"`
+	Congestions      uint64            `json:"congestions"` // times a guest reached its bound and the datapath shed
 	Bound            bool              `json:"slow_path_bound"`
 }
 
@@ -44,7 +45,7 @@ func (e *Engine) Stats() Stats {
 	st := Stats{Held: c.held, Sent: c.sent, Batches: c.batches, TapCopies: c.tapCopies, Reinjected: c.reinjected,
 		Rejected: c.rejected, RejectsAnswered: c.answers, DroppedByVerdict: c.droppedByVerdict, Offloads: c.offloads,
 		Blocks: c.blocks, Late: c.late, TapVerdicts: c.tapVerdicts, TapWouldDrop: c.tapWouldDrop,
-		Pending: len(e.byID), PendingBytes: e.totalBytes, Malformed: c.malformed, WriteErrors: c.writeErrors,
+		Pending: len(e.byID), PendingBytes: e.totalBytes, Malformed: c.malformed, WriteErrors: c.writeErrors, Congestions: c.congestions,
 		Bound: e.sess.Load() != nil, Verdicts: map[string]uint64{}, FailOpen: map[string]uint64{}, FailClosed: map[string]uint64{}}
 	for a := channel.ActionAllow; a <= channel.ActionReject; a++ {
 		st.Verdicts[a.String()] = c.verdicts[a]

@@ -150,6 +150,17 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } settings_map SEC(".maps");
 
+/* Per guest slot: non-zero while fastpathd holds as much of the guest's
+ * traffic as it may. The datapath then sheds the guest's inspected packets by
+ * its fail policy itself, instead of copying each to user space first. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_GUESTS);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} punt_congested SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384); /* decisions live until a packet applies them */
@@ -239,7 +250,9 @@ struct scratch {
 	struct frag_key fk;
 	struct pkt pkt; /* the packet being judged */
 	struct pkt alt; /* the packet seen from the flow's other side */
-	struct punt_meta meta;
+	struct punt_meta meta; /* parked for the punt device's egress program */
+	__u32 meta_tag;        /* the mark of the packet it belongs to */
+	__u32 pad;
 	__u64 punt_seq; /* this CPU's held-packet numbers */
 };
 
@@ -896,11 +909,11 @@ static __always_inline int punt_ready(__u64 now)
 	return s && s->punt_ifindex && s->slowpath_bound && now < s->alive_until_ns;
 }
 
-/* punt sends the packet, with its metadata after the Ethernet header, to
- * the punt device: the packet itself (held) or a clone (META_TAP in flags:
- * the original then continues unchanged). The caller has put the flow id in
- * sc->meta. Out of line, on a call chain apart from classification's, so the
- * two never share the 512-byte stack. */
+/* punt sends the packet to the punt device: the packet itself (held) or a
+ * clone (META_TAP in flags: the original continues unchanged). Its metadata
+ * waits in this CPU's scratch for punt_out, tagged with the packet's mark.
+ * The caller has put the flow id in sc->meta. Out of line, on a call chain
+ * apart from classification's, so the two never share the 512-byte stack. */
 static __noinline long punt(struct __sk_buff *skb, struct scratch *sc, struct guest_cfg *cfg, __u32 dir_flags,
 			    struct conn_key *k)
 {
@@ -916,21 +929,18 @@ static __noinline long punt(struct __sk_buff *skb, struct scratch *sc, struct gu
 	m->dir = dir_flags & 0xff;
 	m->flags = flags;
 	m->pad = 0;
-	m->packet_id = ((__u64)bpf_get_smp_processor_id() << 56) | (sc->punt_seq++ & 0x00ffffffffffffffULL);
+	__u64 seq = sc->punt_seq++;
+	m->packet_id = ((__u64)bpf_get_smp_processor_id() << 56) | (seq & 0x00ffffffffffffffULL);
 	__builtin_memcpy(&m->key, k, sizeof(*k));
-	/* Fixed GSO: a held super-packet comes back byte for byte. */
-	if (bpf_skb_adjust_room(skb, sizeof(*m), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
-		return -1;
-	if (bpf_skb_store_bytes(skb, ETH_HLEN, m, sizeof(*m), 0)) {
-		bpf_skb_adjust_room(skb, -(__s32)sizeof(*m), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO);
-		return -1;
-	}
+	sc->meta_tag = MARK_PUNT_TAG | (seq & 0x0fffffff);
 	if (flags & META_TAP) {
+		__u32 mark = skb->mark;
+		skb->mark = sc->meta_tag;
 		long r = bpf_clone_redirect(skb, s->punt_ifindex, 0);
-		if (bpf_skb_adjust_room(skb, -(__s32)sizeof(*m), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
-			return -1;
+		skb->mark = mark;
 		return r;
 	}
+	skb->mark = sc->meta_tag;
 	return bpf_redirect(s->punt_ifindex, 0);
 }
 
@@ -1313,6 +1323,7 @@ out:
 		emit(cfg, p, dir, EV(EV_LOG, 0, d.state, d.log_rule));
 	if (d.event)
 		emit(cfg, p, dir, EV(d.event, d.reason, d.state, d.rule_id));
+	__u32 *congested = bpf_map_lookup_elem(&punt_congested, &slot);
 	if (d.pass && d.punt) {
 		if (!punt_ready(now)) {
 			/* No slow path to ask: the guest's policy decides. */
@@ -1321,6 +1332,13 @@ out:
 				d.reason = DR_ENGINE_OFFLINE;
 			} else {
 				count(gc, C_ENGINE_OFFLINE, 1);
+			}
+		} else if (congested && *congested && d.punt == PUNT_HELD) {
+			if (cfg->flags & CFG_FAIL_CLOSED) {
+				d.pass = 0;
+				d.reason = DR_PUNT_SHED;
+			} else {
+				count(gc, C_PUNT_SHED, 1);
 			}
 		} else if (d.punt == PUNT_COPY) {
 			sc->meta.flow_id = flow_id;
@@ -1358,19 +1376,39 @@ out:
 	return TCX_DROP;
 }
 
+/* punt_out runs as held packets (and tap copies) leave through the punt
+ * device: it prepends the metadata their vNIC's program parked. It runs on
+ * the same CPU, inside that program's redirect, so the slot is still this
+ * packet's; the tag makes sure. */
+SEC("tcx/egress")
+int punt_out(struct __sk_buff *skb)
+{
+	__u32 zero = 0;
+	struct scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!sc || skb->mark != sc->meta_tag || (skb->mark & 0xf0000000) != MARK_PUNT_TAG)
+		return TCX_DROP;
+	skb->mark = 0;
+	if (bpf_skb_change_head(skb, sizeof(struct punt_meta), 0))
+		return TCX_DROP;
+	if (bpf_skb_store_bytes(skb, 0, &sc->meta, sizeof(struct punt_meta), 0))
+		return TCX_DROP;
+	return TCX_NEXT;
+}
+
 /* reinject runs on the punt device's inbound side, where fastpathd writes
- * packets back: it strips the metadata and sends each packet where it was
- * taken from, the vNIC, in its direction, marked so it is not judged twice. */
+ * packets back, exactly as they were taken, with a mark naming the vNIC and
+ * direction: it sends each where it was taken from — into the vNIC's
+ * ingress if it came from the guest, out of its egress if it was going to
+ * the guest — marked so the vNIC's program does not judge it twice. */
 SEC("tcx/ingress")
 int reinject(struct __sk_buff *skb)
 {
-	struct punt_meta m;
-	if (bpf_skb_load_bytes(skb, ETH_HLEN, &m, sizeof(m)) || m.magic != PUNT_MAGIC)
+	__u32 back = skb->mark;
+	__u32 ifindex = back & BACK_IFINDEX;
+	if (!ifindex)
 		return TCX_DROP;
-	if (bpf_skb_adjust_room(skb, -(__s32)sizeof(m), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
-		return TCX_DROP;
-	skb->mark = (m.flags & META_INJECT) ? MARK_INJECTED : MARK_REINJECTED;
-	return bpf_redirect(m.ifindex, m.dir == DIR_FROM_GUEST ? BPF_F_INGRESS : 0);
+	skb->mark = (back & BACK_INJECT) ? MARK_INJECTED : MARK_REINJECTED;
+	return bpf_redirect(ifindex, (back & BACK_TO_GUEST) ? 0 : BPF_F_INGRESS);
 }
 
 /* punt_sink ends held packets' journey in the kernel once fastpathd's packet

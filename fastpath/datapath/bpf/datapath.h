@@ -225,6 +225,7 @@ enum counter {
 	C_REINJECTED,      /* came back from the slow path */
 	C_ENGINE_OFFLINE,  /* inspection unavailable, passed (fail-open) */
 	C_OFFLOADED_HITS,  /* packets of offloaded flows */
+	C_PUNT_SHED,       /* fastpathd congested for this guest: passed uninspected (fail-open) */
 	C_FRAGMENTS,
 	C_PORT_REUSE,
 	C_COUNT,
@@ -243,6 +244,7 @@ enum drop_reason {
 	DR_FLOW_BLOCKED,
 	DR_ENGINE_OFFLINE, /* inspection unavailable, dropped (fail-closed) */
 	DR_PUNT_FAILED,    /* the packet could not be prepared for the slow path */
+	DR_PUNT_SHED,      /* fastpathd congested for this guest: dropped (fail-closed) */
 	DR_COUNT,
 };
 
@@ -290,11 +292,16 @@ struct settings {
 	__u64 alive_until_ns; /* fastpathd's heartbeat: after this, it is gone */
 };
 
-/* Packets to and from the slow path carry this after their Ethernet header
- * (the ethertype stays the packet's own, so the kernel still sees IP). */
+/* Held packets reach fastpathd with this in front of their Ethernet header.
+ * The vNIC's program leaves the packet untouched: it parks the metadata in a
+ * per-CPU slot and tags the packet's mark; the punt device's egress program,
+ * which runs synchronously on the same CPU, prepends it. Prepending
+ * (bpf_skb_change_head) keeps a GSO super-packet a valid GSO packet, where
+ * inserting after the Ethernet header would mark it for software
+ * segmentation that the metadata then breaks. */
 #define PUNT_MAGIC 0x50554e54 /* "PUNT" */
 #define META_TAP (1 << 0)     /* a copy; the original was delivered */
-#define META_INJECT (1 << 1)  /* from fastpathd itself (a reset), not a held packet */
+#define MARK_PUNT_TAG 0xa0000000 /* high nibble of a held packet's tag */
 
 struct punt_meta {
 	__u32 magic;
@@ -312,6 +319,12 @@ struct punt_meta {
  * does not judge them twice. */
 #define MARK_REINJECTED 0x50414c31 /* "PAL1": a held packet, allowed */
 #define MARK_INJECTED 0x50414c32   /* "PAL2": made by fastpathd (reject) */
+
+/* fastpathd writes packets back with a mark saying where they go: the vNIC's
+ * ifindex, the direction, and whether fastpathd made the packet. */
+#define BACK_TO_GUEST (1u << 31)
+#define BACK_INJECT (1u << 30)
+#define BACK_IFINDEX 0x3fffffff
 
 struct decision_key {
 	__u32 slot;
