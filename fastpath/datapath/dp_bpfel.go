@@ -173,10 +173,13 @@ type dpDecisionKey struct {
 }
 
 type dpDimVal struct {
-	_       structs.HostLayout
-	Summary [4]uint64
-	Base    uint32
-	Pad     uint32
+	_          structs.HostLayout
+	Summary    [4]uint64
+	Base       uint32
+	Pad        uint32
+	AnySummary [4]uint64
+	AnyBase    uint32
+	AnyPad     uint32
 }
 
 type dpDportKey struct {

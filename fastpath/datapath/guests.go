@@ -26,7 +26,7 @@ func TableCapacity(n uint32) uint32 { return n + lruSlack }
 const (
 	ConnKeySize   = 40
 	ConnValueSize = 80
-	DimValueSize  = 40 // a classification-trie value (struct dim_val)
+	DimValueSize  = 80 // a classification-trie value (struct dim_val)
 )
 
 // VNICValueSize is the size of a protected vNIC's configuration entry.

@@ -56,9 +56,11 @@ func (d *Datapath) InstallPolicy(id uint32, c *policy.Compiled) (*InstalledPolic
 	for dim := range c.Dims {
 		for i := range c.Dims[dim] {
 			e := &c.Dims[dim][i]
-			if _, ok := bases[e.BitmapKey()]; !ok {
-				bases[e.BitmapKey()] = uint32(len(words))
-				words = append(words, e.Words...)
+			for _, b := range []*policy.Bitmap{&e.Specific, e.Any} {
+				if _, ok := bases[b.Key()]; !ok {
+					bases[b.Key()] = uint32(len(words))
+					words = append(words, b.Words...)
+				}
 			}
 		}
 	}
@@ -112,7 +114,8 @@ func (d *Datapath) writePolicy(ip *InstalledPolicy, c *policy.Compiled, words []
 		m := d.dimMap(policy.Dim(dim))
 		for i := range c.Dims[dim] {
 			e := &c.Dims[dim][i]
-			v := dpDimVal{Summary: e.Summary, Base: ip.WordBase + bases[e.BitmapKey()]}
+			v := dpDimVal{Summary: e.Specific.Summary, Base: ip.WordBase + bases[e.Specific.Key()],
+				AnySummary: e.Any.Summary, AnyBase: ip.WordBase + bases[e.Any.Key()]}
 			if err := m.Put(dimKey(ip.ID, e), v); err != nil {
 				return fmt.Errorf("policy %d: %s entry %x/%d: %w", ip.ID, policy.Dim(dim), e.Key, e.Bits, err)
 			}

@@ -35,13 +35,27 @@ const (
 	SummaryWords = BitmapWords / 64
 )
 
-// Entry is one prefix of a dim: packets whose key falls under it (and under
-// no longer prefix) are allowed by exactly the rules in its bitmap.
-type Entry struct {
-	Key     []byte // KeyBytes[dim] bytes, network order
-	Bits    int    // prefix length over Key
+// Bitmap is a set of rules (bit i is rule i in evaluation order), stored
+// sparsely: Summary bit w says word w is non-zero, and Words holds the
+// non-zero words in order.
+type Bitmap struct {
 	Summary [SummaryWords]uint64
-	Words   []uint64 // the non-zero bitmap words, in order
+	Words   []uint64
+}
+
+// Entry is one prefix of a dim: packets whose key falls under it (and under
+// no longer prefix) are allowed by exactly the rules in its Specific bitmap
+// and in the dim's Any bitmap.
+//
+// Rules that do not constrain a field (any source, say) are not copied into
+// every prefix entry of that field: they live once in the dim's Any bitmap,
+// which every entry refers to. Copying them would make a policy's size grow
+// with rules × prefixes.
+type Entry struct {
+	Key      []byte // KeyBytes[dim] bytes, network order
+	Bits     int    // prefix length over Key
+	Specific Bitmap // rules whose prefix for this field covers this entry
+	Any      *Bitmap
 }
 
 // CompiledRule is a rule as the kernel evaluates it.
@@ -56,13 +70,19 @@ type Compiled struct {
 	Dims  [NumDims][]Entry
 }
 
-// WordCount is how many bitmap words the compiled policy stores (before
-// identical bitmaps are shared).
+// WordCount is how many bitmap words the compiled policy stores, identical
+// bitmaps once.
 func (c *Compiled) WordCount() int {
 	n := 0
+	seen := map[string]bool{}
 	for _, es := range c.Dims {
-		for _, e := range es {
-			n += len(e.Words)
+		for i := range es {
+			for _, b := range []*Bitmap{&es[i].Specific, es[i].Any} {
+				if k := b.Key(); !seen[k] {
+					seen[k] = true
+					n += len(b.Words)
+				}
+			}
 		}
 	}
 	return n
@@ -254,17 +274,23 @@ func (t *trie) add(key []byte, bits, rule int) {
 func (t *trie) entries(keyBytes int) []Entry {
 	var out []Entry
 	words := (t.rules + 63) / 64
+	// The root's rules constrain nothing: they form the dim's Any bitmap.
+	dense := make([]uint64, words)
+	for _, r := range t.root.rules {
+		dense[r/64] |= 1 << (r % 64)
+	}
+	anyRules := sparse(dense)
 	var walk func(n *node, key []byte, depth int, inherited []uint64)
 	walk = func(n *node, key []byte, depth int, inherited []uint64) {
 		set := inherited
-		if len(n.rules) > 0 {
+		if len(n.rules) > 0 && n != t.root {
 			set = append([]uint64(nil), inherited...)
 			for _, r := range n.rules {
 				set[r/64] |= 1 << (r % 64)
 			}
 		}
 		if n.prefix {
-			out = append(out, sparseEntry(append([]byte(nil), key...), depth, set))
+			out = append(out, Entry{Key: append([]byte(nil), key...), Bits: depth, Specific: sparse(set), Any: &anyRules})
 		}
 		for bit := 0; bit < 2; bit++ {
 			if c := n.child[bit]; c != nil {
@@ -280,27 +306,40 @@ func (t *trie) entries(keyBytes int) []Entry {
 	return out
 }
 
-func sparseEntry(key []byte, bits int, dense []uint64) Entry {
-	e := Entry{Key: key, Bits: bits}
+func sparse(dense []uint64) Bitmap {
+	var b Bitmap
 	for w, v := range dense {
 		if v != 0 {
-			e.Summary[w/64] |= 1 << (w % 64)
-			e.Words = append(e.Words, v)
+			b.Summary[w/64] |= 1 << (w % 64)
+			b.Words = append(b.Words, v)
 		}
 	}
-	return e
+	return b
 }
 
-// BitmapKey identifies an entry's bitmap for sharing identical ones.
-func (e *Entry) BitmapKey() string {
-	b := make([]byte, 0, 8*(SummaryWords+len(e.Words)))
-	for _, s := range e.Summary {
-		b = binary.LittleEndian.AppendUint64(b, s)
+// Key identifies a bitmap, for storing identical ones once.
+func (b *Bitmap) Key() string {
+	k := make([]byte, 0, 8*(SummaryWords+len(b.Words)))
+	for _, s := range b.Summary {
+		k = binary.LittleEndian.AppendUint64(k, s)
 	}
-	for _, w := range e.Words {
-		b = binary.LittleEndian.AppendUint64(b, w)
+	for _, w := range b.Words {
+		k = binary.LittleEndian.AppendUint64(k, w)
 	}
-	return string(b)
+	return string(k)
+}
+
+// has reports whether bitmap word w is non-zero, and where among the stored
+// words it is.
+func (b *Bitmap) has(q, bit int) (bool, int) {
+	if b.Summary[q]&(1<<bit) == 0 {
+		return false, 0
+	}
+	r := bits.OnesCount64(b.Summary[q] & (1<<bit - 1))
+	for j := 0; j < q; j++ {
+		r += bits.OnesCount64(b.Summary[j])
+	}
+	return true, r
 }
 
 // Prefix renders an address entry for diagnostics.

@@ -146,7 +146,7 @@ func (c *Compiled) Classify(pkt Packet, defaultAction Action) Decision {
 	for q := range s {
 		s[q] = ^uint64(0)
 		for _, e := range found {
-			s[q] &= e.Summary[q]
+			s[q] &= e.Specific.Summary[q] | e.Any.Summary[q]
 		}
 	}
 	for q := 0; q < SummaryWords; q++ {
@@ -155,11 +155,14 @@ func (c *Compiled) Classify(pkt Packet, defaultAction Action) Decision {
 			s[q] &= s[q] - 1
 			word := ^uint64(0)
 			for _, e := range found {
-				r := bits.OnesCount64(e.Summary[q] & (1<<b - 1))
-				for j := 0; j < q; j++ {
-					r += bits.OnesCount64(e.Summary[j])
+				var w uint64
+				if ok, r := e.Specific.has(q, b); ok {
+					w |= e.Specific.Words[r]
 				}
-				word &= e.Words[r]
+				if ok, r := e.Any.has(q, b); ok {
+					w |= e.Any.Words[r]
+				}
+				word &= w
 			}
 			for word != 0 {
 				bit := bits.TrailingZeros64(word)

@@ -97,3 +97,32 @@ func TestCompileSpansManyWords(t *testing.T) {
 	}
 	t.Logf("10,000 rules: %d entries, %d words", c.EntryCount(), c.WordCount())
 }
+
+// TestCompiledSizeGrowsLinearly compiles a policy where half the rules name
+// no source and half name one host each: copying the any-source rules into
+// every host's entry would make the size rules × hosts.
+func TestCompiledSizeGrowsLinearly(t *testing.T) {
+	size := func(n int) int {
+		p := &Policy{DefaultAction: Deny}
+		for i := 0; i < n; i++ {
+			r := Rule{ID: uint32(i + 1), Action: Allow, Direction: Inbound, Protocol: "tcp", DestinationPorts: []string{fmt.Sprint(1024 + i)}}
+			if i%2 == 1 {
+				r.Source = []string{fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255)}
+			}
+			p.Rules = append(p.Rules, r)
+		}
+		if err := p.Normalize(); err != nil {
+			t.Fatal(err)
+		}
+		c, err := Compile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.WordCount()
+	}
+	small, large := size(1000), size(10000)
+	t.Logf("bitmap words: 1,000 rules %d, 10,000 rules %d", small, large)
+	if large > 20*small || large > 4*10000 {
+		t.Fatalf("10,000 rules take %d words, 1,000 take %d: growth is not linear", large, small)
+	}
+}

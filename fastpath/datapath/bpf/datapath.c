@@ -510,15 +510,39 @@ static __always_inline __u32 ctz64(__u64 x)
 	return popcount64((x & -x) - 1);
 }
 
-/* rank is the position of bitmap word w among dim d's stored words. */
-static __always_inline __u32 rank(struct dim_val *d, __u32 q, __u64 below)
+/* rank is the position of bitmap word w (summary word q, bits below it)
+ * among a bitmap's stored words. */
+static __always_inline __u32 rank(__u64 *summary, __u32 q, __u64 below)
 {
-	__u32 r = popcount64(d->summary[q] & below);
+	__u32 r = popcount64(summary[q] & below);
 #pragma unroll
 	for (int j = 0; j < SUMMARY_WORDS; j++)
 		if (j < q)
-			r += popcount64(d->summary[j]);
+			r += popcount64(summary[j]);
 	return r;
+}
+
+/* field_word is bitmap word w of the rules a field allows: its own bitmap's
+ * word or'd with its "any" bitmap's. -1 if a word is missing (a bug). */
+static __always_inline int field_word(struct dim_val *d, __u32 q, __u32 b, __u64 *out)
+{
+	__u64 bit = 1ULL << b, below = bit - 1, w = 0;
+	if (d->summary[q] & bit) {
+		__u32 idx = d->base + rank(d->summary, q, below);
+		__u64 *p = bpf_map_lookup_elem(&words, &idx);
+		if (!p)
+			return -1;
+		w |= *p;
+	}
+	if (d->any_summary[q] & bit) {
+		__u32 idx = d->any_base + rank(d->any_summary, q, below);
+		__u64 *p = bpf_map_lookup_elem(&words, &idx);
+		if (!p)
+			return -1;
+		w |= *p;
+	}
+	*out = w;
+	return 0;
 }
 
 /* scan_step is one step of the search, run by bpf_loop: either load the
@@ -538,18 +562,14 @@ static long scan_step(__u64 i, void *ctx)
 		__u64 sbits = c->s[q];
 		__u32 b = ctz64(sbits);
 		c->s[q] = sbits & (sbits - 1);
-		__u64 below = (1ULL << b) - 1;
 		__u64 word = ~0ULL;
 #pragma unroll
 		for (int k = 0; k < 4; k++) {
 			struct dim_val *d = c->d[k];
-			if (!d)
+			__u64 w;
+			if (!d || field_word(d, q, b, &w))
 				return 1;
-			__u32 idx = d->base + rank(d, q, below);
-			__u64 *w = bpf_map_lookup_elem(&words, &idx);
-			if (!w)
-				return 1;
-			word &= *w;
+			word &= w;
 		}
 		c->cur = word;
 		c->cur_base = (q * 64 + b) * 64;
@@ -607,7 +627,8 @@ static __always_inline void classify(struct guest_cfg *cfg, struct pkt *p, int d
 		return;
 #pragma unroll
 	for (int q = 0; q < SUMMARY_WORDS; q++)
-		c->s[q] = d0->summary[q] & d1->summary[q] & d2->summary[q] & d3->summary[q];
+		c->s[q] = (d0->summary[q] | d0->any_summary[q]) & (d1->summary[q] | d1->any_summary[q]) &
+			  (d2->summary[q] | d2->any_summary[q]) & (d3->summary[q] | d3->any_summary[q]);
 	/* Worst case: every candidate word visited and every bit in it a
 	 * log-only rule. Typically a handful of steps. */
 	bpf_loop(BITMAP_WORDS + MAX_RULES, scan_step, c, 0);

@@ -145,12 +145,18 @@ struct conn_val {
 	__u32 pad;
 };
 
-/* Rule bitmaps: for a field value, summary bit w says bitmap word w is
- * non-zero; the non-zero words are stored in order from words[base]. */
+/* Rule bitmaps: summary bit w says bitmap word w is non-zero; the non-zero
+ * words are stored in order from words[base]. A field value allows the rules
+ * of its own bitmap (those naming a prefix that covers it) and those of the
+ * field's "any" bitmap (rules that leave the field open), kept once per field
+ * instead of copied into every prefix. */
 struct dim_val {
 	__u64 summary[SUMMARY_WORDS];
 	__u32 base;
 	__u32 pad;
+	__u64 any_summary[SUMMARY_WORDS];
+	__u32 any_base;
+	__u32 any_pad;
 };
 
 struct addr4_key {
