@@ -28,6 +28,9 @@ import (
 
 const marker = "EVIL-MARKER"
 
+// holdMarker makes the test slow path keep a packet without a verdict.
+const holdMarker = "HOLD-ME"
+
 var secret = []byte("0123456789abcdef0123456789abcdef")
 
 // slowPath is a minimal slow path for these tests: it drops (and blocks the
@@ -36,6 +39,7 @@ var secret = []byte("0123456789abcdef0123456789abcdef")
 type slowPath struct {
 	offloadAfter int
 	reject       bool // answer the marker with reject instead of drop
+	silent       bool // leave packets containing holdMarker unanswered
 	mu           sync.Mutex
 	sess         *channel.Session
 	seen         map[uint64]int
@@ -59,6 +63,9 @@ func (s *slowPath) HandleFrame(f channel.Frame) error {
 	err := channel.DecodePuntBatch(f.Payload, func(r channel.PuntRecord) error {
 		s.punts++
 		s.seen[r.FlowID]++
+		if s.silent && bytes.Contains(r.Data, []byte(holdMarker)) {
+			return nil
+		}
 		v := channel.VerdictRecord{Guest: r.Guest, FlowID: r.FlowID, PacketID: r.PacketID, Action: channel.ActionAllow}
 		switch {
 		case bytes.Contains(r.Data, []byte(marker)):
@@ -74,6 +81,9 @@ func (s *slowPath) HandleFrame(f channel.Frame) error {
 	})
 	if err != nil {
 		return err
+	}
+	if len(vs) == 0 {
+		return nil
 	}
 	p, err := channel.AppendVerdictBatch(nil, vs)
 	if err != nil {
@@ -114,6 +124,13 @@ func newRig(t *testing.T, offloadAfter int, inspectionFailure string) *rig {
 
 func newRigMode(t *testing.T, offloadAfter int, inspectionFailure string, mode policy.Mode) *rig {
 	t.Helper()
+	return newRigHolding(t, offloadAfter, inspectionFailure, mode, 0)
+}
+
+// newRigHolding is newRigMode with the engine's verdict timeout set (0: the
+// default).
+func newRigHolding(t *testing.T, offloadAfter int, inspectionFailure string, mode policy.Mode, verdictTimeout time.Duration) *rig {
+	t.Helper()
 	l := lab.ForTest(t)
 	site, err := l.Site("esx", 1)
 	if err != nil {
@@ -139,7 +156,7 @@ func newRigMode(t *testing.T, offloadAfter int, inspectionFailure string, mode p
 		// Bounds like fastpathd's with --punt-queue 1024: room for a TCP
 		// window of 64 KiB super-packets.
 		r.engine, err = punt.New(punt.Config{Datapath: r.dp, Links: site.Host.Netlink(), Log: quiet(),
-			GuestPackets: 1024, GuestBytes: 4 << 20,
+			GuestPackets: 1024, GuestBytes: 4 << 20, VerdictTimeout: verdictTimeout,
 			GuestOf: func(slot uint32) (punt.Guest, bool) {
 				g, ok := r.mgr.BySlot(slot)
 				return punt.Guest{ID: g.ID, FailClosed: g.FailClosed, Tap: g.Tap}, ok
@@ -211,6 +228,30 @@ func (r *rig) startSlowPath() {
 	}
 }
 
+// dialWeb connects the peer to the guest's web server; the connection is
+// closed when the test ends.
+func (r *rig) dialWeb() net.Conn {
+	r.t.Helper()
+	c, err := r.peer.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.10:80")
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// waitUnbound waits until the engine has seen the slow path go.
+func (r *rig) waitUnbound() {
+	r.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.engine.Stats().Bound {
+		if time.Now().After(deadline) {
+			r.t.Fatal("the engine did not notice the slow path going")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
 func (r *rig) counters() datapath.Counters {
 	r.t.Helper()
 	st, err := r.mgr.Stats("web")
@@ -250,11 +291,7 @@ func (r *rig) request(c net.Conn, line string, timeout time.Duration) (string, e
 func TestMarkerDroppedCleanRequestServedThenOffloaded(t *testing.T) {
 	r := newRig(t, 12, "open")
 	r.httpServer()
-	c, err := r.peer.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.10:80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := r.dialWeb()
 	for i := 0; i < 20; i++ {
 		resp, err := r.request(c, fmt.Sprintf("GET /page%d HTTP/1.1", i), 2*time.Second)
 		if err != nil || !strings.Contains(resp, fmt.Sprintf("200 OK for GET /page%d", i)) {
@@ -282,11 +319,7 @@ func TestMarkerDroppedCleanRequestServedThenOffloaded(t *testing.T) {
 
 	// A request carrying the marker never reaches the server; the flow is
 	// blocked in the kernel from then on.
-	c2, err := r.peer.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.10:80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.Close()
+	c2 := r.dialWeb()
 	if _, err := r.request(c2, "GET /clean HTTP/1.1", 2*time.Second); err != nil {
 		t.Fatal(err)
 	}
@@ -368,15 +401,15 @@ func TestSlowPathLossFailsOpenOrClosedThenResumes(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			r := newRig(t, 0, mode)
 			r.httpServer()
-			c, err := r.peer.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.10:80")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c.Close()
+			c := r.dialWeb()
 			if _, err := r.request(c, "GET /before HTTP/1.1", 2*time.Second); err != nil {
 				t.Fatal(err)
 			}
 			r.stopSlow()
+			// fastpathd notices the loss when its read of the binding
+			// fails; a packet sent before that is held and decided by the
+			// disconnect instead (TestDisconnectDecidesHeldPackets).
+			r.waitUnbound()
 			resp, err := r.request(c, "GET /while-down HTTP/1.1", 700*time.Millisecond)
 			cnt := r.counters()
 			switch mode {
@@ -398,16 +431,72 @@ func TestSlowPathLossFailsOpenOrClosedThenResumes(t *testing.T) {
 			// Rebind: inspection resumes for new packets.
 			punted := cnt.Get("punted")
 			r.startSlowPath()
-			c2, err := r.peer.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.10:80")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer c2.Close()
+			c2 := r.dialWeb()
 			if resp, err := r.request(c2, "GET /after HTTP/1.1", 2*time.Second); err != nil || !strings.Contains(resp, "200 OK") {
 				t.Fatalf("after rebind: %q %v", resp, err)
 			}
 			if r.counters().Get("punted") <= punted {
 				t.Fatal("inspection did not resume after the rebind")
+			}
+		})
+	}
+}
+
+// TestDisconnectDecidesHeldPackets loses the slow path while it holds a
+// request it never answers: the disconnect decides it at once by the guest's
+// fail policy, long before the verdict timeout would.
+func TestDisconnectDecidesHeldPackets(t *testing.T) {
+	for _, mode := range []string{"open", "closed"} {
+		t.Run(mode, func(t *testing.T) {
+			r := newRigHolding(t, 0, mode, policy.Inline, time.Minute)
+			r.slow.mu.Lock()
+			r.slow.silent = true
+			r.slow.mu.Unlock()
+			r.httpServer()
+			c := r.dialWeb()
+			_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+			if _, err := fmt.Fprintf(c, "GET /%s HTTP/1.1\n", holdMarker); err != nil {
+				t.Fatal(err)
+			}
+			deadline := time.Now().Add(2 * time.Second)
+			for r.engine.Stats().Pending == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("the request was never held")
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			start := time.Now()
+			r.stopSlow()
+			r.waitUnbound()
+			// Decided at once: well inside a second, where the verdict
+			// timeout is a minute.
+			st := r.engine.Stats()
+			for st.Pending != 0 {
+				if time.Since(start) > time.Second {
+					t.Fatalf("%d packets still held %s after the disconnect", st.Pending, time.Since(start))
+				}
+				time.Sleep(2 * time.Millisecond)
+				st = r.engine.Stats()
+			}
+			resp, err := bufio.NewReader(c).ReadString('\n')
+			switch mode {
+			case "open":
+				if err != nil || !strings.Contains(resp, "200 OK") {
+					t.Fatalf("fail-open: held request not delivered on disconnect: %q %v", resp, err)
+				}
+				if st.FailOpen["unbound"] == 0 {
+					t.Fatalf("fail_open unbound not counted: %+v", st.FailOpen)
+				}
+				if took := time.Since(start); took > 2*time.Second {
+					t.Fatalf("fail-open: the held request took %s to be delivered", took)
+				}
+			case "closed":
+				if err == nil {
+					t.Fatalf("fail-closed: held request answered: %q", resp)
+				}
+				if st.FailClosed["unbound"] == 0 {
+					t.Fatalf("fail_closed unbound not counted: %+v", st.FailClosed)
+				}
 			}
 		})
 	}
@@ -419,13 +508,9 @@ func TestRejectResetsTheSender(t *testing.T) {
 	r.slow.reject = true
 	r.slow.mu.Unlock()
 	r.httpServer()
-	c, err := r.peer.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.10:80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := r.dialWeb()
 	start := time.Now()
-	_, err = r.request(c, "GET /?q="+marker+" HTTP/1.1", 2*time.Second)
+	_, err := r.request(c, "GET /?q="+marker+" HTTP/1.1", 2*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "connection reset") {
 		t.Fatalf("a rejected request: %v", err)
 	}
@@ -494,11 +579,7 @@ func TestGuestToGuestInspectedBothWays(t *testing.T) {
 func TestTapModeCopiesAndDeliversAtOnce(t *testing.T) {
 	r := newRigMode(t, 0, "closed", policy.Tap)
 	r.httpServer()
-	c, err := r.peer.NS.Dial(&net.Dialer{Timeout: 2 * time.Second}, "tcp", "198.51.100.10:80")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := r.dialWeb()
 	if resp, err := r.request(c, "GET /?q="+marker+" HTTP/1.1", 2*time.Second); err != nil || !strings.Contains(resp, "200 OK") {
 		t.Fatalf("tap mode held or dropped a request: %q %v", resp, err)
 	}

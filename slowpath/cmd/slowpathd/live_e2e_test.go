@@ -155,20 +155,30 @@ func TestLiveInspectionRefusesBadFiles(t *testing.T) {
 	// cannot).
 	cmd := exec.Command(bin, "--secret-file", secret, "--control-socket", filepath.Join(dir, "sock"), "--rules", rules,
 		"--connect", "127.0.0.1:9", "--allow-non-link-local") // loopback only: nothing may leave this machine
-	var logs strings.Builder
-	cmd.Stdout, cmd.Stderr = &logs, &logs
+	// The daemon writes its log to a file itself, so the test can read it
+	// while it runs without sharing a buffer with exec's copying goroutine.
+	logFile, err := os.Create(filepath.Join(dir, "slowpathd.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	logs := func() string {
+		b, _ := os.ReadFile(logFile.Name())
+		return string(b)
+	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs.String(), `msg="rules loaded"`) && time.Now().Before(deadline) {
+	for !strings.Contains(logs(), `msg="rules loaded"`) && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	_ = cmd.Process.Signal(os.Interrupt)
 	_ = cmd.Wait()
 	for _, want := range []string{`msg="rule refused"`, `sid 1000099: unsupported protocol \"dns\"`, "loaded=4", "refused=1"} {
-		if !strings.Contains(logs.String(), want) {
-			t.Errorf("refused rule: log lacks %s:\n%s", want, logs.String())
+		if !strings.Contains(logs(), want) {
+			t.Errorf("refused rule: log lacks %s:\n%s", want, logs())
 		}
 	}
 	for _, c := range []struct {
