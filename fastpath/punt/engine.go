@@ -85,6 +85,7 @@ type Engine struct {
 	guestBytes map[uint32]int
 	totalBytes int
 	congested  map[uint32]bool // guests the datapath is told to shed
+	flowSweep  time.Time       // when idle flows were last forgotten
 	c          counters
 }
 
@@ -456,6 +457,12 @@ func (e *Engine) expire(now time.Time) {
 	for len(e.order) > 0 && (e.order[0].released || e.order[0].decided) {
 		e.order = e.order[1:]
 	}
+	// Idle flows are forgotten once a second, not on every tick: the walk
+	// holds the mutex the punt reader needs.
+	if now.Sub(e.flowSweep) < time.Second {
+		return
+	}
+	e.flowSweep = now
 	for k, fs := range e.flows {
 		if len(fs.queue) == 0 && now.Sub(fs.lastSeen) > 30*time.Second {
 			delete(e.flows, k)

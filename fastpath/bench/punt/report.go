@@ -155,9 +155,9 @@ func (r *Results) printThroughput(out io.Writer, c Config, md Medians) {
 	for _, n := range c.Senders {
 		in, sl := r.FloodInspection[n], r.FloodSlow[n]
 		failed := sumMap(in.FailClosed)
-		fmt.Fprintf(out, "  %s, Palisade: fastpathd held %d, reinjected %d, failed closed %d (%s of held: %s), late verdicts %d; %d punt batches (%s packets each); slowpathd shed %d, verdict frames %d (%s verdicts each)\n",
+		fmt.Fprintf(out, "  %s, Palisade: fastpathd held %d, reinjected %d, failed closed %d (%s of held: %s), late verdicts %d; %d punt batches (%s packets each); the datapath shed %d in the kernel (%d times at the bound); slowpathd shed %d, verdict frames %d (%s verdicts each)\n",
 			senders(n), in.Held, in.Reinjected, failed, pct(failed, in.Held), mapString(in.FailClosed), in.Late,
-			in.Batches, per(in.Sent, in.Batches), sl.Unanswered.Shed, sl.Verdicts.Frames, per(sl.Verdicts.Sent, sl.Verdicts.Frames))
+			in.Batches, per(in.Sent, in.Batches), r.FloodShed[n], in.Congestions, sl.Unanswered.Shed, sl.Verdicts.Frames, per(sl.Verdicts.Sent, sl.Verdicts.Frames))
 		q := r.FloodQueue[n]
 		fmt.Fprintf(out, "  %s, NFQUEUE: queued %d, dropped in the kernel: queue full %d (%s of what reached the queue), socket full %d\n",
 			senders(n), q.Queued, q.QueueFull, pct(q.QueueFull, q.Queued+q.QueueFull+q.UserDropped), q.UserDropped)
@@ -268,19 +268,14 @@ func (r *Results) printNotes(out io.Writer, c Config, md Medians) {
 		u = md.CPU[pal]
 		failed := sumMap(in.FailClosed)
 		if failed*2 > in.Held && in.Held > 0 {
-			window := time.Duration(c.Reps) * (c.Warmup + c.Duration)
-			every := "-"
-			if in.Batches > 0 {
-				every = (window / time.Duration(in.Batches)).Round(100 * time.Microsecond).String()
-			}
-			note("%s, Palisade: %s kpps delivered; %s of held packets failed closed (%s), %d verdicts came after the 50 ms timeout; fastpathd %.2f CPU, slowpathd %.2f: fastpathd's punt loop is the bottleneck, and it collapses rather than saturates. It reads every held packet (one recvfrom each) before it can tell the queue is full, so dropping costs as much as holding; a failed packet stays queued, and counted against the %d-packet bound, behind its flow's earlier held packets until they are settled; and a punt batch leaves only when the punt socket is momentarily empty or 256 records are collected, which under a flood happens seldom (%d batches, one per %s on average): held packets wait unsent while the loop reads and drops their successors, until they time out.",
-				senders(n), kpps(md.PPS[pal]), pct(failed, in.Held), mapString(in.FailClosed), in.Late, u.Fastpathd, u.Slowpathd, 256, in.Batches, every)
+			note("%s, Palisade: %s kpps delivered; %s of held packets failed closed (%s), %d verdicts came after the 50 ms timeout, %d more shed by the datapath in the kernel; fastpathd %.2f CPU, slowpathd %.2f: fastpathd's punt loop is the bottleneck and the load is past it. A packet over the guest's %d-packet bound fails closed as soon as it is read and leaves the queue at once, and while the guest is at its bound the datapath drops its held packets itself, so the overload costs fastpathd little more than its reads; %s packets per punt batch (at most 64).",
+				senders(n), kpps(md.PPS[pal]), pct(failed, in.Held), mapString(in.FailClosed), in.Late, r.FloodShed[n], u.Fastpathd, u.Slowpathd, 256, per(in.Sent, in.Batches))
 		} else {
 			note("%s, Palisade: %s kpps delivered; %s of held packets failed closed (%s); fastpathd %.2f CPU, slowpathd %.2f; %s packets per punt batch: fastpathd's per-packet read and reinjection (one recvfrom and one sendto per packet) are the cost, slowpathd is mostly idle.",
 				senders(n), kpps(md.PPS[pal]), pct(failed, in.Held), mapString(in.FailClosed), u.Fastpathd, u.Slowpathd, per(in.Sent, in.Batches))
 		}
 	}
-	note("Round trips: no filter %s µs p50; NFQUEUE adds %s µs, Palisade %s µs at p50 for two crossings. An NFQUEUE crossing wakes one thread (the verdict loop) and is one netlink message each way. A Palisade crossing wakes six: fastpathd's punt reader (poll), its session writer goroutine, slowpathd's session reader (TCP), its worker, its session writer, fastpathd's session reader (TCP), which then writes the packet back; the engines' own time is negligible. On this VM a thread woken on an idle CPU costs tens of µs, so the hand-offs, not the work, are Palisade's latency.",
+	note("Round trips: no filter %s µs p50; NFQUEUE adds %s µs, Palisade %s µs at p50 for two crossings. An NFQUEUE crossing wakes one thread (the verdict loop) and is one netlink message each way. A Palisade crossing wakes four: fastpathd's punt reader (poll), which writes the punt batch itself when the session is idle, slowpathd's session reader (TCP), its worker, which writes the verdict, and fastpathd's session reader (TCP), which writes the packet back; the engines' own time is negligible. On this VM a thread woken on an idle CPU costs tens of µs, so the hand-offs, not the work, are Palisade's latency.",
 		us(md.P50[None]), us(md.P50[NFQueue]-md.P50[None]), us(md.P50[Palisade]-md.P50[None]))
 	if os := r.Offload[true]; len(os) > 0 && !os[0].Done {
 		o := os[0]

@@ -62,6 +62,9 @@ type Results struct {
 	// slowpathd's counters, summed.
 	FloodInspection map[int]*punt.Stats
 	FloodSlow       map[int]*inspectd.Stats
+	// Held packets the datapath dropped itself while their guest was at
+	// its pending bound (fail-closed shedding), by sender count.
+	FloodShed map[int]uint64
 	// Over the NFQUEUE floods, by sender count.
 	FloodQueue map[int]*QueueStats
 
@@ -112,7 +115,7 @@ func Run(ctx context.Context, l *lab.Lab, o Options, c Config, out io.Writer) (*
 		c.Duration, c.Warmup, c.Reps, strings.Trim(strings.ReplaceAll(fmt.Sprint(c.Senders), " ", ","), "[]"), c.Payload, c.RoundTrips, c.TransferBytes>>20)
 
 	r := &Results{Flood: map[Load][]FloodResult{}, Ping: map[Mode][]PingResult{},
-		FloodInspection: map[int]*punt.Stats{}, FloodSlow: map[int]*inspectd.Stats{}, FloodQueue: map[int]*QueueStats{},
+		FloodInspection: map[int]*punt.Stats{}, FloodSlow: map[int]*inspectd.Stats{}, FloodShed: map[int]uint64{}, FloodQueue: map[int]*QueueStats{},
 		Inspection: *newStats()}
 	for _, n := range c.Senders {
 		r.FloodInspection[n], r.FloodSlow[n], r.FloodQueue[n] = newStats(), &inspectd.Stats{}, &QueueStats{}
@@ -227,6 +230,7 @@ func measureMode(ctx context.Context, e *Env, c Config, m Mode, r *Results) (err
 		case Palisade:
 			addInspection(r.FloodInspection[n], before.insp, after.insp)
 			addSlow(r.FloodSlow[n], before.slow, after.slow)
+			r.FloodShed[n] += after.dp["drop:punt_shed"] - before.dp["drop:punt_shed"]
 		case NFQueue:
 			q := r.FloodQueue[n]
 			q.Queued += after.queue.Queued - before.queue.Queued
@@ -268,6 +272,7 @@ func addInspection(sum *punt.Stats, a, b punt.Stats) {
 	sum.Late += b.Late - a.Late
 	sum.Pending = max(sum.Pending, b.Pending)
 	sum.WriteErrors += b.WriteErrors - a.WriteErrors
+	sum.Congestions += b.Congestions - a.Congestions
 	for k, v := range b.FailOpen {
 		sum.FailOpen[k] += v - a.FailOpen[k]
 	}
