@@ -2,6 +2,7 @@ package heap
 
 import (
 	"fmt"
+	"math"
 	"sort"
 	"strconv"
 	"strings"
@@ -180,10 +181,15 @@ func ParseSize(s string) (uint64, error) {
 		}
 	}
 	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v < 0 {
+	if err != nil || v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
 		return 0, fmt.Errorf("size %q: want a number with an optional unit (KiB, MiB, GiB, KB, MB, GB)", s)
 	}
-	return uint64(v * float64(mult)), nil
+	// 2^64 is the first float64 above every uint64: converting it or more
+	// would give an arbitrary result.
+	if b := v * float64(mult); b < math.Exp2(64) {
+		return uint64(b), nil
+	}
+	return 0, fmt.Errorf("size %q: more than 16 EiB", s)
 }
 
 // FormatSize prints bytes with a binary unit.

@@ -16,7 +16,7 @@ func TestParseAndFormatSize(t *testing.T) {
 			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"", "lots", "-5MiB", "5XB"} {
+	for _, bad := range []string{"", "lots", "-5MiB", "5XB", "inf", "NaN", "+Inf GiB", "1e30", "16777216TiB"} {
 		if _, err := ParseSize(bad); err == nil {
 			t.Errorf("ParseSize(%q) accepted", bad)
 		}

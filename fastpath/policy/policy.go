@@ -394,6 +394,9 @@ func (r *Rule) normalize() *Error {
 	if proto == ProtoICMP && (fam["source"][6] && !fam["source"][4] || fam["destination"][6] && !fam["destination"][4]) {
 		return rerr("protocol", "icmp with only IPv6 addresses could never match (use icmpv6)")
 	}
+	if proto == ProtoICMPv6 && (fam["source"][4] && !fam["source"][6] || fam["destination"][4] && !fam["destination"][6]) {
+		return rerr("protocol", "icmpv6 with only IPv4 addresses could never match (use icmp)")
+	}
 	return nil
 }
 

@@ -17,6 +17,8 @@ func TestParseRejectsBadPolicies(t *testing.T) {
 		{`{"rules":[{"id":2,"action":"allow","protocol":"icmp","destination_ports":["80"]}]}`, `ports need protocol tcp, udp or any, not icmp`},
 		{`{"rules":[{"id":2,"action":"allow","source":["10.0.0.0/8"],"destination":["2001:db8::/32"]}]}`, `share no address family`},
 		{`{"rules":[{"id":2,"action":"allow","source_ports":["90-80"]}]}`, `start exceeds end`},
+		{`{"rules":[{"id":2,"action":"allow","protocol":"icmp","source":["2001:db8::/32"]}]}`, `icmp with only IPv6 addresses could never match (use icmpv6)`},
+		{`{"rules":[{"id":2,"action":"allow","protocol":"icmpv6","destination":["192.0.2.0/24"]}]}`, `icmpv6 with only IPv4 addresses could never match (use icmp)`},
 		{`{"rules":[{"id":2,"action":"allow","protocol":"gre"}]}`, `"gre" is not tcp, udp, icmp, icmpv6, any or a number 0-255`},
 		{`{"mode":"enforce","rules":[]}`, `mode: "enforce" is not inline or tap`},
 		{`{"rules":[], "timeouts":{"udp":"10ms"}}`, `timeouts.udp: 10ms is outside 1s..168h`},

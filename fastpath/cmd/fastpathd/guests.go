@@ -115,9 +115,7 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 				if err != nil {
 					return err
 				}
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(p)
+				return printJSONOr(cmd.OutOrStdout(), true, p, nil)
 			}
 			p, err := readPolicy(polFile)
 			if err != nil {

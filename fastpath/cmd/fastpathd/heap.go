@@ -157,9 +157,11 @@ func sizeCommand(o *options) *cobra.Command {
 			fmt.Fprintf(w, "datapath base\t%s\n", heap.FormatSize(base))
 			fmt.Fprintf(w, "migration reserve\t%s\n", heap.FormatSize(reserve))
 			fmt.Fprintf(w, "Palisade needs\t%s for %d guests\n", heap.FormatSize(total), guests)
-			if fit := (uint64(heap.DefaultMax) - base - reserve) / g.Total; true {
-				fmt.Fprintf(w, "  in 256 MiB\t%d such guests fit\n", min(fit, datapath.MaxGuests))
+			fit := uint64(0)
+			if fixed := base + reserve; fixed < uint64(heap.DefaultMax) {
+				fit = min((uint64(heap.DefaultMax)-fixed)/g.Total, datapath.MaxGuests)
 			}
+			fmt.Fprintf(w, "  in 256 MiB\t%d such guests fit\n", fit)
 			orig := originalFormula(guests, maxTCP, maxUDP, feat["fw"] || feat["ips"] || feat["wrs"])
 			fmt.Fprintf(w, "original formula\t%.1f MB  (%s)\n", float64(orig)/1e6, originalText(feat["fw"] || feat["ips"] || feat["wrs"]))
 			if perGuest := originalFormula(1, maxTCP, maxUDP, feat["fw"] || feat["ips"] || feat["wrs"]) - 10e6; perGuest > 0 {
