@@ -2,17 +2,12 @@ package bench
 
 import (
 	"context"
-	"fmt"
-	"io"
 	"math/rand/v2"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/palisade/palisade/fastpath/datapath"
 	"github.com/palisade/palisade/fastpath/policy"
@@ -93,7 +88,7 @@ func TestRenderingsLoad(t *testing.T) {
 		{"iptables", IPTables(rules, VNIC), []string{"iptables-restore", "--test"}},
 		{"ip6tables", IP6Tables(rules, VNIC), []string{"ip6tables-restore", "--test"}},
 	} {
-		if out, err := NSCommand(ns, c.text, c.cmd[0], c.cmd[1:]...); err != nil {
+		if out, err := ns.Run(c.text, c.cmd[0], c.cmd[1:]...); err != nil {
 			t.Errorf("%s: %v\n%s", c.name, err, out)
 		}
 	}
@@ -164,43 +159,58 @@ func TestTrafficFlowsOnlyWhenTheLastRuleAllows(t *testing.T) {
 	if n, err := ConntrackCount(topo.Host); err != nil || n > 0 {
 		t.Errorf("conntrack entries in the host namespace: %d (%v)", n, err)
 	}
-	if out, err := NSCommand(topo.Host, "", "nft", "list", "ruleset"); err != nil || strings.TrimSpace(out) != "" {
+	if out, err := topo.Host.Run("", "nft", "list", "ruleset"); err != nil || strings.TrimSpace(out) != "" {
 		t.Errorf("ruleset left behind: %q %v", out, err)
 	}
 }
 
-// TestSessionExcludesAndCleansUpAfterAKilledRun: a second session waits for
-// none (it fails), and a session after a killed one unmounts its bpffs.
-func TestSessionExcludesAndCleansUpAfterAKilledRun(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a BPF filesystem")
-	}
-	name := fmt.Sprintf("palt-session-test-%d", os.Getpid())
-	t.Cleanup(func() { os.Remove(filepath.Join(os.TempDir(), name+".lock")) })
-	prefix := fmt.Sprintf("%ssess%d-", lab.TestPrefix, os.Getpid()) // no namespace has it
-	first, err := StartSession(name, prefix, io.Discard)
+// TestUninstallStaysInTheLabNamespace: removing Palisade (table 2) and the
+// kernel benchmark's datapath (table 1) deletes the punt device of the
+// bench's own namespace, never one of the namespace the caller runs in
+// (the root namespace, where a real fastpathd's may be).
+func TestUninstallStaysInTheLabNamespace(t *testing.T) {
+	l := lab.ForTest(t)
+	bpffs := lab.BPFFSForTest(t)
+	caller, err := l.Namespace("caller")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, err := StartSession(name, prefix, io.Discard); err == nil {
-		s.Close()
-		t.Fatal("a second session started while the first holds the lock")
-	}
-	first.lock.Close() // killed: the lock goes, the mount stays
-	second, err := StartSession(name, prefix, io.Discard)
+	ns, err := l.Namespace("bench")
 	if err != nil {
-		first.unmount()
 		t.Fatal(err)
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(first.BPFFS, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
-		first.unmount()
-		t.Errorf("the killed session's bpffs %s is still mounted", first.BPFFS)
+	puntDev := func(n *lab.Namespace) bool {
+		_, err := n.Netlink().LinkByName(datapath.PuntOut)
+		return err == nil
 	}
-	if err := second.Close(); err != nil {
+	addPuntDev := func(n *lab.Namespace) {
+		t.Helper()
+		if _, _, err := l.Link(lab.End{NS: n, Name: datapath.PuntOut}, lab.End{NS: n, Name: "peer0"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	addPuntDev(caller)
+	addPuntDev(ns)
+	pal, err := NewPalisade(ns, datapath.Config{PinDir: filepath.Join(bpffs, "pal")}, t.TempDir())
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := unix.Statfs(second.BPFFS, &st); err == nil && st.Type == unix.BPF_FS_MAGIC {
-		t.Errorf("bpffs %s still mounted after Close", second.BPFFS)
+	if err := caller.Do(pal.Close); err != nil {
+		t.Fatal(err)
+	}
+	if !puntDev(caller) || puntDev(ns) {
+		t.Fatalf("Palisade.Close: punt device in the caller's namespace %v (want true), in the bench's %v (want false)", puntDev(caller), puntDev(ns))
+	}
+
+	addPuntDev(ns)
+	k := &KernelBench{NS: ns, PinDir: filepath.Join(bpffs, "kernel"), Repeat: 10, Reps: 1, CPU: -1, Seed: 1}
+	if err := caller.Do(func() error {
+		_, err := k.Run(context.Background(), []int{10})
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !puntDev(caller) || puntDev(ns) {
+		t.Fatalf("KernelBench: punt device in the caller's namespace %v (want true), in the bench's %v (want false)", puntDev(caller), puntDev(ns))
 	}
 }

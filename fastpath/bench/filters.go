@@ -51,40 +51,61 @@ func (f NFT) Install(rules []Rule) error {
 	if f.Set {
 		text = NFTablesSet(rules, VNIC)
 	}
-	if out, err := NSCommand(f.NS, text, "nft", "-f", "-"); err != nil {
+	if out, err := f.NS.Run(text, "nft", "-f", "-"); err != nil {
 		return fmt.Errorf("%s: nft -f: %w: %s", f.NS.Name, err, firstLines(out, 5))
 	}
 	return nil
 }
 
-func (f NFT) Remove() error { return flushRuleset(f.NS) }
+func (f NFT) Remove() error { return FlushRuleset(f.NS) }
 
 // IPT loads rules into the host namespace's iptables (and ip6tables, for the
-// rules that apply to IPv6) with iptables-restore.
+// rules that apply to IPv6) with iptables-restore. It needs iptables' nf_tables
+// backend, whose tables `nft flush ruleset` removes (see IPTablesVersion).
 type IPT struct{ NS *lab.Namespace }
 
 func (IPT) Name() string { return "(d) iptables, rule per line" }
 
 func (f IPT) Install(rules []Rule) error {
+	if _, err := IPTablesVersion(f.NS); err != nil {
+		return err
+	}
 	for _, r := range []struct{ cmd, text string }{{"iptables-restore", IPTables(rules, VNIC)}, {"ip6tables-restore", IP6Tables(rules, VNIC)}} {
-		if out, err := NSCommand(f.NS, r.text, r.cmd); err != nil {
+		if out, err := f.NS.Run(r.text, r.cmd); err != nil {
 			return fmt.Errorf("%s: %s: %w: %s", f.NS.Name, r.cmd, err, firstLines(out, 5))
 		}
 	}
 	return nil
 }
 
-// Remove flushes the namespace's whole ruleset: iptables 1.8.9 keeps its
-// tables in nf_tables.
-func (f IPT) Remove() error { return flushRuleset(f.NS) }
+// Remove flushes the namespace's whole ruleset: with the nf_tables backend
+// (the only one Install accepts) iptables' tables are nf_tables tables.
+func (f IPT) Remove() error { return FlushRuleset(f.NS) }
 
-// flushRuleset empties the lab namespace's nf_tables ruleset and checks that
+// IPTablesVersion is the version of ns's iptables ("1.8.9"). It refuses
+// iptables-legacy: its tables are not nf_tables tables, so `nft flush
+// ruleset` would leave them (and `nft list ruleset` would not show them).
+func IPTablesVersion(ns *lab.Namespace) (string, error) {
+	out, err := ns.Run("", "iptables", "--version")
+	if err != nil {
+		return "", fmt.Errorf("%s: iptables --version: %w: %s", ns.Name, err, out)
+	}
+	// "iptables v1.8.9 (nf_tables)"
+	f := strings.Fields(out)
+	if len(f) < 3 || f[2] != "(nf_tables)" {
+		return "", fmt.Errorf("%s: %q: only iptables' nf_tables backend is supported (iptables-nft; "+
+			"update-alternatives --set iptables /usr/sbin/iptables-nft), whose rules the run can remove with nft", ns.Name, strings.TrimSpace(out))
+	}
+	return strings.TrimPrefix(f[1], "v"), nil
+}
+
+// FlushRuleset empties the lab namespace's nf_tables ruleset and checks that
 // nothing is left.
-func flushRuleset(ns *lab.Namespace) error {
-	if out, err := NSCommand(ns, "", "nft", "flush", "ruleset"); err != nil {
+func FlushRuleset(ns *lab.Namespace) error {
+	if out, err := ns.Run("", "nft", "flush", "ruleset"); err != nil {
 		return fmt.Errorf("%s: nft flush ruleset: %w: %s", ns.Name, err, out)
 	}
-	out, err := NSCommand(ns, "", "nft", "list", "ruleset")
+	out, err := ns.Run("", "nft", "list", "ruleset")
 	if err != nil {
 		return fmt.Errorf("%s: nft list ruleset: %w: %s", ns.Name, err, out)
 	}
@@ -182,5 +203,7 @@ func (p *Palisade) Counters() (datapath.Counters, error) {
 	return p.D.GuestCounters(slot)
 }
 
-// Close removes the datapath from the kernel (links and pins).
-func (p *Palisade) Close() error { return p.D.Uninstall() }
+// Close removes the datapath from the kernel (links and pins). It runs in
+// the vNIC's namespace: Uninstall deletes the punt device in the namespace
+// it runs in, and the root namespace's may be a real fastpathd's.
+func (p *Palisade) Close() error { return p.NS.Do(p.D.Uninstall) }

@@ -66,7 +66,9 @@ func (k *KernelBench) Run(ctx context.Context, counts []int) (rows []KernelCase,
 	if err != nil {
 		return nil, err
 	}
-	defer func() { err = errors.Join(err, k.d.Uninstall()) }()
+	// Uninstall deletes the punt device in the namespace it runs in: NS's,
+	// never the root namespace's (which may be a real fastpathd's).
+	defer func() { err = errors.Join(err, k.NS.Do(k.d.Uninstall)) }()
 	k.nextID = 1
 	if err := k.d.CreateTables(k.slot, policy.DefaultMaxTCP, policy.DefaultMaxUDP); err != nil {
 		return nil, err

@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -218,7 +217,7 @@ func (t *Topology) threadedNAPI() error {
 	before := napiThreads(relayIf)
 	// sysfs shows a namespace's devices only when mounted inside it, which
 	// `ip netns exec` does.
-	if out, err := NSCommand(t.Host, "", "sh", "-c", "echo 1 > /sys/class/net/"+relayIf+"/threaded"); err != nil {
+	if out, err := t.Host.Run("", "sh", "-c", "echo 1 > /sys/class/net/"+relayIf+"/threaded"); err != nil {
 		return fmt.Errorf("host: threaded NAPI on %s: %w: %s", relayIf, err, out)
 	}
 	var fresh []int
@@ -253,18 +252,6 @@ func napiThreads(ifname string) map[int]bool {
 		}
 	}
 	return out
-}
-
-// NSCommand runs a program inside ns (ip netns exec) with stdin, returning
-// its combined output.
-func NSCommand(ns *lab.Namespace, stdin string, name string, args ...string) (string, error) {
-	if ns == nil || ns.Name == "" {
-		return "", errors.New("bench: refusing to run a command outside a lab namespace")
-	}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, name}, args...)...)
-	cmd.Stdin = strings.NewReader(stdin)
-	out, err := cmd.CombinedOutput()
-	return string(out), err
 }
 
 // Close detaches and unloads the traffic programs.

@@ -28,7 +28,7 @@ func startE2E(t *testing.T, appliances int, fastpathArgs ...string) *e2e {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run, err := l.StartFastpathd(site, bins, shortTempDir(t), BPFFSForTest(t), nil, fastpathArgs...)
+	run, err := l.StartFastpathd(site, bins, TempDirForTest(t), BPFFSForTest(t), nil, fastpathArgs...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,18 +38,6 @@ func startE2E(t *testing.T, appliances int, fastpathArgs ...string) *e2e {
 		t.Fatal(err)
 	}
 	return &e2e{lab: l, run: run}
-}
-
-// shortTempDir is a temporary directory with a path short enough for unix
-// socket names (t.TempDir embeds the test name and can exceed 107 bytes).
-func shortTempDir(t *testing.T) string {
-	t.Helper()
-	dir, err := os.MkdirTemp("", "pal-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	return dir
 }
 
 func (e *e2e) startSlowpathd(t *testing.T, i int) *Process {

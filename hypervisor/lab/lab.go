@@ -7,8 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -67,7 +69,11 @@ func onThreadIn(target func() (netns.NsHandle, error), fn func() error) error {
 		defer orig.Close()
 		h, err := target()
 		if err != nil {
-			_ = netns.Set(orig)
+			if serr := netns.Set(orig); serr != nil {
+				errc <- errors.Join(err, fmt.Errorf("restore netns: %w", serr))
+				return // thread stays locked and is discarded
+			}
+			runtime.UnlockOSThread()
 			errc <- err
 			return
 		}
@@ -93,19 +99,29 @@ func (l *Lab) Namespace(short string) (*Namespace, error) {
 		return nil, errors.New("lab: closed")
 	}
 	var h netns.NsHandle
+	created := false
 	err := onThreadIn(func() (netns.NsHandle, error) {
 		nh, err := netns.NewNamed(name)
+		if errors.Is(err, os.ErrExist) {
+			// Another run's, or a killed one's: never ours to delete.
+			return 0, fmt.Errorf("lab: network namespace %s already exists (another run's, or one a killed run left: "+
+				"go tool task lab:down or sweep-tests removes those)", name)
+		}
 		if err != nil {
 			return 0, fmt.Errorf("create netns %s: %w", name, err)
 		}
+		created = true
 		h, err = netns.GetFromName(name) // a second handle, owned by the Namespace
 		if err != nil {
-			return nh, fmt.Errorf("open netns %s: %w", name, err)
+			nh.Close()
+			return 0, fmt.Errorf("open netns %s: %w", name, err)
 		}
 		return nh, nil
 	}, func() error { return nil })
 	if err != nil {
-		_ = netns.DeleteNamed(name)
+		if created {
+			_ = netns.DeleteNamed(name)
+		}
 		return nil, err
 	}
 	nl, err := netlink.NewHandleAt(h)
@@ -161,6 +177,26 @@ func (n *Namespace) Sysctl(key, value string) error {
 		}
 		return nil
 	})
+}
+
+// Command prepares name with args to run inside the namespace through `ip
+// netns exec`, which execs the program itself (the command's pid is the
+// program's) and mounts the namespace's own /sys for it.
+func (n *Namespace) Command(name string, args ...string) *exec.Cmd {
+	return exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+}
+
+// Run runs name with args inside the namespace with stdin as its input and
+// returns its combined output. It refuses a namespace without a name, so
+// that nothing ever runs in the caller's own namespace by mistake.
+func (n *Namespace) Run(stdin, name string, args ...string) (string, error) {
+	if n == nil || n.Name == "" {
+		return "", errors.New("lab: refusing to run a command outside a lab namespace")
+	}
+	cmd := n.Command(name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
 
 // Listen opens a listener inside the namespace.
@@ -348,9 +384,45 @@ func (l *Lab) Close() error {
 	return errors.Join(errs...)
 }
 
-// Sweep deletes every named namespace starting with prefix: what a killed run
-// of a lab or test left behind.
-func Sweep(prefix string) ([]string, error) {
+// sweep deletes every named namespace starting with prefix: what a killed
+// run left behind. Only a holder of the prefix's session lock may call it.
+func sweep(prefix string) ([]string, error) {
+	return sweepIf(prefix, func(string) bool { return true })
+}
+
+// SweepDead deletes the named namespaces starting with prefix whose owner,
+// the process whose pid follows the prefix (after any letters, as in
+// palt1234-1-esx), has exited: what killed test runs left. Namespaces of a
+// live process, or with no pid in their name, are left alone.
+func SweepDead(prefix string) ([]string, error) {
+	return sweepIf(prefix, func(name string) bool {
+		pid, ok := OwnerPID(name, prefix)
+		return ok && !alive(pid)
+	})
+}
+
+// OwnerPID is the pid in name after prefix and any letters following it.
+func OwnerPID(name, prefix string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, prefix)
+	if !ok {
+		return 0, false
+	}
+	rest = strings.TrimLeft(rest, "abcdefghijklmnopqrstuvwxyz")
+	end := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
+	if end < 0 {
+		end = len(rest)
+	}
+	pid, err := strconv.Atoi(rest[:end])
+	return pid, err == nil && pid > 0
+}
+
+// alive says whether a process with this pid exists.
+func alive(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}
+
+func sweepIf(prefix string, remove func(name string) bool) ([]string, error) {
 	if prefix == "" {
 		return nil, errors.New("lab: sweep needs a prefix")
 	}
@@ -364,7 +436,7 @@ func Sweep(prefix string) ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), prefix) {
+		if !strings.HasPrefix(e.Name(), prefix) || !remove(e.Name()) {
 			continue
 		}
 		if err := netns.DeleteNamed(e.Name()); err != nil {

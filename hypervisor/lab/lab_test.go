@@ -2,6 +2,8 @@ package lab
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -12,6 +14,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 func rootLinks(t *testing.T) []string {
@@ -78,7 +82,10 @@ func TestSiteConnectsAppliancesOverLinkLocal(t *testing.T) {
 }
 
 func TestCloseRemovesNamespacesAndProcesses(t *testing.T) {
-	l, err := New(TestPrefix + "close")
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces")
+	}
+	l, err := New(TestName())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,21 +180,107 @@ func TestProcessWaitOutput(t *testing.T) {
 	}
 }
 
+// deadPID is the pid of a process that has exited.
+func deadPID(t *testing.T) int {
+	t.Helper()
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd.Process.Pid
+}
+
+// TestSweepRemovesLeftovers: the sweep removes a namespace whose owning
+// process has exited and leaves a live process's alone.
 func TestSweepRemovesLeftovers(t *testing.T) {
-	l, err := New(TestPrefix + "sweep")
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to create network namespaces")
+	}
+	dead := fmt.Sprintf("%ssweep%d", TestPrefix, deadPID(t))
+	l, err := New(dead)
 	if err != nil {
 		t.Fatal(err)
 	}
+	live := ForTest(t)
 	if _, err := l.Namespace("left"); err != nil {
 		l.Close()
 		t.Fatal(err)
 	}
+	mine, err := live.Namespace("live")
+	if err != nil {
+		l.Close()
+		t.Fatal(err)
+	}
 	// Simulate a killed run: the lab is never closed.
-	removed, err := Sweep(TestPrefix + "sweep")
+	removed, err := SweepDead(TestPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(removed) != 1 || removed[0] != TestPrefix+"sweep-left" {
-		t.Fatalf("swept %v", removed)
+	var ours []string
+	for _, n := range removed {
+		if strings.HasPrefix(n, dead+"-") || n == mine.Name {
+			ours = append(ours, n)
+		}
+	}
+	if len(ours) != 1 || ours[0] != dead+"-left" {
+		t.Fatalf("swept %v, want %s-left and not %s", removed, dead, mine.Name)
+	}
+	if _, err := os.Stat(filepath.Join(netnsDir, mine.Name)); err != nil {
+		t.Fatalf("a live process's namespace was swept: %v", err)
+	}
+}
+
+func TestOwnerPID(t *testing.T) {
+	for name, want := range map[string]int{"palt1234-1-esx": 1234, "paltsweep77-left": 77, "palt4194304lab-esx1": 4194304,
+		"paltclose-a": 0, "palt-1": 0, "pallab-esx1": 0} {
+		if pid, ok := OwnerPID(name, TestPrefix); pid != want || ok != (want > 0) {
+			t.Errorf("OwnerPID(%q) = %d %v, want %d", name, pid, ok, want)
+		}
+	}
+}
+
+// TestExistingNamespaceIsNeverDeleted: a name already taken (another run's)
+// is an error naming it, and the namespace stays.
+func TestExistingNamespaceIsNeverDeleted(t *testing.T) {
+	a := ForTest(t)
+	ns, err := a.Namespace("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(a.Prefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := b.Namespace("x"); err == nil || !strings.Contains(err.Error(), ns.Name+" already exists") {
+		t.Fatalf("second namespace %s: %v", ns.Name, err)
+	}
+	if _, err := os.Stat(filepath.Join(netnsDir, ns.Name)); err != nil {
+		t.Fatalf("the existing namespace was deleted: %v", err)
+	}
+	if out, err := ns.Run("", "ip", "-o", "link", "show"); err != nil || strings.Count(out, "\n") != 1 {
+		t.Fatalf("the existing namespace is not intact: %v\n%s", err, out)
+	}
+}
+
+// TestFailedEnterKeepsTheThread: when entering the target namespace fails
+// and the original is restored, the thread goes back to Go's pool instead
+// of dying (a thread's death kills the daemons started from it with
+// Pdeathsig).
+func TestFailedEnterKeepsTheThread(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	tid := 0
+	err := onThreadIn(func() (netns.NsHandle, error) {
+		tid = unix.Gettid()
+		return 0, errors.New("deliberate")
+	}, func() error { return nil })
+	if err == nil || err.Error() != "deliberate" {
+		t.Fatalf("onThreadIn: %v", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); err != nil {
+		t.Fatalf("thread %d died after a failed enter: %v", tid, err)
 	}
 }

@@ -14,6 +14,11 @@ import (
 	"time"
 )
 
+// waitDelay is how long a process's exit waits for its output to be
+// copied: a stuck tee, or a child holding the output open, must not keep
+// Stop and Close waiting forever.
+const waitDelay = 2 * time.Second
+
 // Process is a program running inside a lab namespace, with its combined
 // output captured for assertions.
 type Process struct {
@@ -45,14 +50,15 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-// Start runs bin with args inside ns (through `ip netns exec`, which execs
-// the program itself, so the Process's pid is the program's). Output is
-// captured and also copied to tee if it is not nil. The lab stops the process
-// on Close; it is also killed if the process that started it dies.
+// Start runs bin with args inside ns (see Namespace.Command). Output is
+// captured and also copied to tee if it is not nil; a tee that stops
+// reading delays the process's exit by at most waitDelay. The lab stops the
+// process on Close; it is also killed if the process that started it dies.
 func (l *Lab) Start(ns *Namespace, name string, tee io.Writer, bin string, args ...string) (*Process, error) {
-	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, bin}, args...)...)
+	cmd := ns.Command(bin, args...)
 	out := &lockedBuffer{tee: tee}
 	cmd.Stdout, cmd.Stderr = out, out
+	cmd.WaitDelay = waitDelay
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("lab: start %s in %s: %w", name, ns.Name, err)

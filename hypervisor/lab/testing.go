@@ -12,9 +12,36 @@ import (
 
 var testLabs atomic.Uint32
 
-// TestPrefix starts the name of every namespace a test lab creates, so
-// `go tool task lab:sweep` can remove what a killed test run left.
+// TestPrefix starts the name of every namespace a test creates, followed by
+// the test process's pid, so that `go run ./hypervisor/cmd/lab sweep-tests`
+// (run after `go tool task test`) removes what a killed test process left,
+// and only that.
 const TestPrefix = "palt"
+
+// TestName is a fresh namespace prefix for a test lab of this process:
+// TestPrefix, the full pid and a counter (palt1234567-1).
+func TestName() string {
+	return fmt.Sprintf("%s%d-%d", TestPrefix, os.Getpid(), testLabs.Add(1))
+}
+
+// testTempPrefix starts the temporary directories of this test process
+// (palisade-palt1234567-), which sweep-tests removes once it has exited.
+func testTempPrefix() string {
+	return fmt.Sprintf("palisade-%s%d-", TestPrefix, os.Getpid())
+}
+
+// TempDirForTest is a temporary directory removed when t ends, with a path
+// short enough for unix socket names (t.TempDir embeds the test's name),
+// that sweep-tests removes if the test process is killed.
+func TempDirForTest(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", testTempPrefix())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
+}
 
 // ForTest returns a lab that is removed when t ends, whether it passed,
 // failed or panicked. Without root (no way to create namespaces) it skips.
@@ -23,7 +50,7 @@ func ForTest(t testing.TB) *Lab {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create network namespaces; run the suite as root (go tool task test)")
 	}
-	l, err := New(fmt.Sprintf("%s%d-%d", TestPrefix, os.Getpid()%100000, testLabs.Add(1)))
+	l, err := New(TestName())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +70,7 @@ func RunWithBinaries(m *testing.M, bins *Binaries) int {
 	if os.Geteuid() != 0 {
 		return m.Run()
 	}
-	dir, err := os.MkdirTemp("", "palisade-bins-")
+	dir, err := os.MkdirTemp("", testTempPrefix()+"bins-")
 	if err == nil {
 		defer os.RemoveAll(dir)
 		var root string

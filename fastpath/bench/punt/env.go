@@ -8,7 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -94,6 +94,9 @@ type Env struct {
 	slow  *lab.Process
 	loop  *lab.Process // the NFQUEUE verdict loop while installed
 	mode  Mode
+	// NFQueueNA says why the NFQUEUE configuration cannot run on this
+	// machine ("" if it can).
+	NFQueueNA string
 
 	mu   sync.Mutex
 	logs bytes.Buffer
@@ -120,11 +123,15 @@ func Setup(ctx context.Context, l *lab.Lab, o Options) (*Env, error) {
 	if e.Peer, err = l.Endpoint(e.Site, "peer", PeerIf, peerNum, nil); err != nil {
 		return nil, err
 	}
-	// br_netfilter is built into this kernel: bridged IPv4 would cross the
-	// host namespace's (empty) iptables hooks in every configuration. Only
-	// the NFQUEUE one needs it; the others run without, as a host would.
-	if err := e.Site.Host.Sysctl("net/bridge/bridge-nf-call-iptables", "0"); err != nil {
-		return nil, fmt.Errorf("br_netfilter: %w", err)
+	// Where br_netfilter is there (built in, or a loaded module), bridged
+	// IPv4 would cross the host namespace's (empty) iptables hooks in every
+	// configuration. Only the NFQUEUE one needs it; the others run without,
+	// as a host would. Where it is not, NFQUEUE cannot be measured: loading
+	// the module would change how the machine's own bridges are filtered.
+	if e.NFQueueNA = bridgeNetfilter(e.Site.Host); e.NFQueueNA == "" {
+		if err := e.Site.Host.Sysctl(bridgeNFCall, "0"); err != nil {
+			return nil, fmt.Errorf("br_netfilter: %w", err)
+		}
 	}
 	if e.Run, err = l.StartFastpathd(e.Site, o.Bins, o.StateDir, o.BPFFS, e.logWriter("fastpathd")); err != nil {
 		return nil, err
@@ -247,6 +254,9 @@ func (e *Env) Use(ctx context.Context, m Mode) error {
 			return fmt.Errorf("activate the guest: %w", err)
 		}
 	case NFQueue:
+		if e.NFQueueNA != "" {
+			return fmt.Errorf("NFQUEUE: n/a (%s)", e.NFQueueNA)
+		}
 		if err := e.installNFQueue(ctx); err != nil {
 			return errors.Join(err, e.removeNFQueue())
 		}
@@ -284,9 +294,33 @@ func (e *Env) SlowInspection(ctx context.Context) (inspectd.Stats, error) {
 
 // hostCmd runs a command in the lab's host namespace.
 func (e *Env) hostCmd(name string, args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", e.Site.Host.Name, name}, args...)...).CombinedOutput()
+	out, err := e.Site.Host.Run("", name, args...)
 	if err != nil {
-		return string(out), fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), e.Site.Host.Name, err, bytes.TrimSpace(out))
+		return out, fmt.Errorf("%s %s in %s: %w: %s", name, strings.Join(args, " "), e.Site.Host.Name, err, strings.TrimSpace(out))
 	}
-	return string(out), nil
+	return out, nil
+}
+
+// bridgeNFDir is where br_netfilter's settings are, under /proc/sys.
+var bridgeNFDir = "net/bridge"
+
+// bridgeNFCall is the setting that sends bridged IPv4 through iptables.
+var bridgeNFCall = bridgeNFDir + "/bridge-nf-call-iptables"
+
+// bridgeNetfilter says why br_netfilter cannot be used in ns, or "" if it
+// can. It never loads the module.
+func bridgeNetfilter(ns *lab.Namespace) string {
+	var reason string
+	err := ns.Do(func() error {
+		_, err := os.Stat(filepath.Join("/proc/sys", bridgeNFDir))
+		return err
+	})
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		reason = fmt.Sprintf("br_netfilter not available: /proc/sys/%s is absent, the module is not loaded; "+
+			"the benchmark does not load it, which would change how the machine's own bridges are filtered", bridgeNFDir)
+	case err != nil:
+		reason = fmt.Sprintf("br_netfilter not available: %v", err)
+	}
+	return reason
 }

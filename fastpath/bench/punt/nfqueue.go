@@ -17,6 +17,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/palisade/palisade/fastpath/bench"
 	"github.com/palisade/palisade/hypervisor/lab"
 )
 
@@ -122,7 +123,12 @@ func nfqRules() [][]string {
 }
 
 func (e *Env) installNFQueue(ctx context.Context) error {
-	if err := e.Site.Host.Sysctl("net/bridge/bridge-nf-call-iptables", "1"); err != nil {
+	// removeNFQueue flushes the ruleset with nft: iptables must keep its
+	// rules in nf_tables.
+	if _, err := bench.IPTablesVersion(e.Site.Host); err != nil {
+		return err
+	}
+	if err := e.Site.Host.Sysctl(bridgeNFCall, "1"); err != nil {
 		return err
 	}
 	cmd := append(append([]string(nil), e.opts.VerdictLoop[1:]...), strconv.Itoa(NFQueueNum))
@@ -157,7 +163,7 @@ func (e *Env) removeNFQueue() error {
 		errs = append(errs, e.loop.Stop())
 		e.loop = nil
 	}
-	errs = append(errs, e.Site.Host.Sysctl("net/bridge/bridge-nf-call-iptables", "0"))
+	errs = append(errs, e.Site.Host.Sysctl(bridgeNFCall, "0"))
 	return errors.Join(errs...)
 }
 

@@ -9,26 +9,16 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-)
 
-func median(v []float64) float64 {
-	if len(v) == 0 {
-		return 0
-	}
-	s := slices.Clone(v)
-	slices.Sort(s)
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
+	"github.com/palisade/palisade/fastpath/bench"
+)
 
 func floodMedian(fs []FloodResult, f func(FloodResult) float64) float64 {
 	v := make([]float64, len(fs))
 	for i, x := range fs {
 		v[i] = f(x)
 	}
-	return median(v)
+	return bench.Median(v)
 }
 
 func pingMedian(ps []PingResult, p float64) time.Duration {
@@ -36,7 +26,7 @@ func pingMedian(ps []PingResult, p float64) time.Duration {
 	for i, x := range ps {
 		v[i] = float64(x.Percentile(p))
 	}
-	return time.Duration(median(v))
+	return time.Duration(bench.Median(v))
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/1e3) }
@@ -113,7 +103,24 @@ func (r *Results) Medians() Medians {
 	return md
 }
 
-var rowOrder = []Mode{None, Palisade, NFQueue}
+// rowOrder is the configurations the tables show, in order: NFQUEUE only
+// where it could run.
+func (r *Results) rowOrder() []Mode {
+	if r.NFQueueNA != "" {
+		return []Mode{None, Palisade}
+	}
+	return []Mode{None, Palisade, NFQueue}
+}
+
+// nfqNA prints the line that stands for NFQUEUE's rows where it could not
+// run, and says whether it did.
+func (r *Results) nfqNA(out io.Writer) bool {
+	if r.NFQueueNA == "" {
+		return false
+	}
+	fmt.Fprintf(out, "NFQUEUE: n/a (%s)\n", r.NFQueueNA)
+	return true
+}
 
 func (r *Results) print(out io.Writer, c Config) {
 	md := r.Medians()
@@ -130,7 +137,7 @@ func (r *Results) printThroughput(out io.Writer, c Config, md Medians) {
 	fmt.Fprintln(tw, "load\tconfig\toffered kpps\tdelivered kpps\tof offered\tof no filter\tCPU: bench\tfastpathd\tslowpathd\tverdict loop\tsoftirq\tidle\t")
 	cpu := func(v float64) string { return fmt.Sprintf("%.2f", v) }
 	for _, n := range c.Senders {
-		for _, m := range rowOrder {
+		for _, m := range r.rowOrder() {
 			k := Load{n, m}
 			u := md.CPU[k]
 			fast, slow, loop := "-", "-", "-"
@@ -145,11 +152,13 @@ func (r *Results) printThroughput(out io.Writer, c Config, md Medians) {
 		}
 	}
 	tw.Flush()
-	var ratios []string
-	for _, n := range c.Senders {
-		ratios = append(ratios, fmt.Sprintf("%s %s", senders(n), ratio(md.PPS[Load{n, Palisade}], md.PPS[Load{n, NFQueue}])))
+	if !r.nfqNA(out) {
+		var ratios []string
+		for _, n := range c.Senders {
+			ratios = append(ratios, fmt.Sprintf("%s %s", senders(n), ratio(md.PPS[Load{n, Palisade}], md.PPS[Load{n, NFQueue}])))
+		}
+		fmt.Fprintf(out, "Palisade / NFQUEUE delivered: %s\n", strings.Join(ratios, ", "))
 	}
-	fmt.Fprintf(out, "Palisade / NFQUEUE delivered: %s\n", strings.Join(ratios, ", "))
 	fmt.Fprintf(out, "CPU columns: share of one CPU (%d CPUs in all) over the measured window; a process's share includes the kernel work done in its context\n", numCPU())
 	fmt.Fprintln(out, "Where the floods' packets went (all repetitions summed):")
 	for _, n := range c.Senders {
@@ -158,6 +167,9 @@ func (r *Results) printThroughput(out io.Writer, c Config, md Medians) {
 		fmt.Fprintf(out, "  %s, Palisade: fastpathd held %d, reinjected %d, failed closed %d (%s of held: %s), late verdicts %d; %d punt batches (%s packets each); the datapath shed %d in the kernel (%d times at the bound); slowpathd shed %d, verdict frames %d (%s verdicts each)\n",
 			senders(n), in.Held, in.Reinjected, failed, pct(failed, in.Held), mapString(in.FailClosed), in.Late,
 			in.Batches, per(in.Sent, in.Batches), r.FloodShed[n], in.Congestions, sl.Unanswered.Shed, sl.Verdicts.Frames, per(sl.Verdicts.Sent, sl.Verdicts.Frames))
+		if r.NFQueueNA != "" {
+			continue
+		}
 		q := r.FloodQueue[n]
 		fmt.Fprintf(out, "  %s, NFQUEUE: queued %d, dropped in the kernel: queue full %d (%s of what reached the queue), socket full %d\n",
 			senders(n), q.Queued, q.QueueFull, pct(q.QueueFull, q.Queued+q.QueueFull+q.UserDropped), q.UserDropped)
@@ -172,7 +184,7 @@ func (r *Results) printLatency(out io.Writer, c Config, md Medians) {
 		c.RoundTrips, c.Reps)
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "config\tp50 µs\tp99 µs\tadded p50 µs\tadded p99 µs\tlost\t")
-	for _, m := range rowOrder {
+	for _, m := range r.rowOrder() {
 		lost := 0
 		for _, p := range r.Ping[m] {
 			lost += p.Lost
@@ -184,23 +196,25 @@ func (r *Results) printLatency(out io.Writer, c Config, md Medians) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t\n", m, us(md.P50[m]), us(md.P99[m]), added50, added99, lost)
 	}
 	tw.Flush()
-	fmt.Fprintf(out, "Palisade / NFQUEUE added latency: p50 %s, p99 %s\n",
-		ratio(float64(md.P50[Palisade]-md.P50[None]), float64(md.P50[NFQueue]-md.P50[None])),
-		ratio(float64(md.P99[Palisade]-md.P99[None]), float64(md.P99[NFQueue]-md.P99[None])))
+	if !r.nfqNA(out) {
+		fmt.Fprintf(out, "Palisade / NFQUEUE added latency: p50 %s, p99 %s\n",
+			ratio(float64(md.P50[Palisade]-md.P50[None]), float64(md.P50[NFQueue]-md.P50[None])),
+			ratio(float64(md.P99[Palisade]-md.P99[None]), float64(md.P99[NFQueue]-md.P99[None])))
+	}
 	if len(r.SlowPingLatency) > 0 {
 		var p50, p99, e50 []float64
 		for _, l := range r.SlowPingLatency {
 			p50, p99, e50 = append(p50, l.P50Micros), append(p99, l.P99Micros), append(e50, l.EngineP50Us)
 		}
 		fmt.Fprintf(out, "of Palisade's, inside slowpathd (punt batch read → verdict ready, slowpathd's own window): p50 %.1f µs, p99 %.1f µs per crossing, of which its engines p50 %.2f µs\n",
-			median(p50), median(p99), median(e50))
+			bench.Median(p50), bench.Median(p99), bench.Median(e50))
 	}
 	if len(r.BindingRTT) > 0 {
 		v := make([]float64, len(r.BindingRTT))
 		for i, d := range r.BindingRTT {
 			v[i] = float64(d)
 		}
-		fmt.Fprintf(out, "the binding's keepalive round trip (fastpathd ↔ slowpathd, one frame each way, as fastpathd measures it): median %s µs\n", us(time.Duration(median(v))))
+		fmt.Fprintf(out, "the binding's keepalive round trip (fastpathd ↔ slowpathd, one frame each way, as fastpathd measures it): median %s µs\n", us(time.Duration(bench.Median(v))))
 	}
 }
 
@@ -224,7 +238,7 @@ func (r *Results) printOffload(out io.Writer, c Config) {
 		if len(base) == 0 {
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%.0f\t1.00\t%d/%d\t-\t-\t-\t-\t-\t-\t-\t\n", None, onOff, median(base), countDone(r.Baseline[gso]), len(r.Baseline[gso]))
+		fmt.Fprintf(tw, "%s\t%s\t%.0f\t1.00\t%d/%d\t-\t-\t-\t-\t-\t-\t-\t\n", None, onOff, bench.Median(base), countDone(r.Baseline[gso]), len(r.Baseline[gso]))
 		os := slices.Clone(r.Offload[gso])
 		if len(os) == 0 {
 			continue
@@ -239,7 +253,7 @@ func (r *Results) printOffload(out io.Writer, c Config) {
 			}
 		}
 		m := os[len(os)/2]
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%d/%d\t%d\t%d\t%.5f\t%d\t%d\t%d/%d\t%s\t\n", Palisade, onOff, median(pal), ratio(median(pal), median(base)),
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%s\t%d/%d\t%d\t%d\t%.5f\t%d\t%d\t%d/%d\t%s\t\n", Palisade, onOff, bench.Median(pal), ratio(bench.Median(pal), bench.Median(base)),
 			done, len(os), m.Packets, m.Punted, fraction(m), m.OffloadedHit, m.PuntDevDrops, m.FailClosed, m.FailOpen, m.Verdict)
 	}
 	tw.Flush()
@@ -256,14 +270,16 @@ func (r *Results) printNotes(out io.Writer, c Config, md Medians) {
 		u := md.CPU[none]
 		note("%s, no filter: %s kpps with %.0f%% of the machine idle: the ceiling is the senders themselves (their sends carry the veth, bridge and receive path: bench process %.2f CPU, softirq %.2f).",
 			senders(n), kpps(md.PPS[none]), 100*u.Idle/float64(max(1, numCPU())), u.Bench, u.SoftIRQ)
-		q := r.FloodQueue[n]
-		u = md.CPU[nfq]
-		lim := "the machine is saturated (idle %.2f): the loop gets only part of a CPU against the senders"
-		if u.Loop >= 0.8 {
-			lim = "the verdict loop is the bottleneck: it is on a CPU nearly all the time (idle %.2f) and each packet costs it two recvmsg (go-nfqueue peeks, then reads) and one sendmsg"
+		if r.NFQueueNA == "" {
+			q := r.FloodQueue[n]
+			u = md.CPU[nfq]
+			lim := "the machine is saturated (idle %.2f): the loop gets only part of a CPU against the senders"
+			if u.Loop >= 0.8 {
+				lim = "the verdict loop is the bottleneck: it is on a CPU nearly all the time (idle %.2f) and each packet costs it two recvmsg (go-nfqueue peeks, then reads) and one sendmsg"
+			}
+			note("%s, NFQUEUE: %s kpps delivered, %s of what reached the queue dropped there by the kernel (queue full, 1,024 packets); verdict loop %.2f CPU; "+lim+".",
+				append([]any{senders(n), kpps(md.PPS[nfq]), pct(q.QueueFull, q.Queued+q.QueueFull+q.UserDropped), u.Loop}, u.Idle)...)
 		}
-		note("%s, NFQUEUE: %s kpps delivered, %s of what reached the queue dropped there by the kernel (queue full, 1,024 packets); verdict loop %.2f CPU; "+lim+".",
-			append([]any{senders(n), kpps(md.PPS[nfq]), pct(q.QueueFull, q.Queued+q.QueueFull+q.UserDropped), u.Loop}, u.Idle)...)
 		in := r.FloodInspection[n]
 		u = md.CPU[pal]
 		failed := sumMap(in.FailClosed)
@@ -275,15 +291,21 @@ func (r *Results) printNotes(out io.Writer, c Config, md Medians) {
 				senders(n), kpps(md.PPS[pal]), pct(failed, in.Held), mapString(in.FailClosed), u.Fastpathd, u.Slowpathd, per(in.Sent, in.Batches))
 		}
 	}
-	note("Round trips: no filter %s µs p50; NFQUEUE adds %s µs, Palisade %s µs at p50 for two crossings. An NFQUEUE crossing wakes one thread (the verdict loop) and is one netlink message each way. A Palisade crossing wakes four: fastpathd's punt reader (poll), which writes the punt batch itself when the session is idle, slowpathd's session reader (TCP), its worker, which writes the verdict, and fastpathd's session reader (TCP), which writes the packet back; the engines' own time is negligible. On this VM a thread woken on an idle CPU costs tens of µs, so the hand-offs, not the work, are Palisade's latency.",
-		us(md.P50[None]), us(md.P50[NFQueue]-md.P50[None]), us(md.P50[Palisade]-md.P50[None]))
+	nfqAdds := us(md.P50[NFQueue]-md.P50[None]) + " µs"
+	if r.NFQueueNA != "" {
+		nfqAdds = "n/a"
+	}
+	note("Round trips: no filter %s µs p50; NFQUEUE adds %s, Palisade %s µs at p50 for two crossings. An NFQUEUE crossing wakes one thread (the verdict loop) and is one netlink message each way. A Palisade crossing wakes four: fastpathd's punt reader (poll), which writes the punt batch itself when the session is idle, slowpathd's session reader (TCP), its worker, which writes the verdict, and fastpathd's session reader (TCP), which writes the packet back; the engines' own time is negligible. On this VM a thread woken on an idle CPU costs tens of µs, so the hand-offs, not the work, are Palisade's latency.",
+		us(md.P50[None]), nfqAdds, us(md.P50[Palisade]-md.P50[None]))
 	if os := r.Offload[true]; len(os) > 0 && !os[0].Done {
 		o := os[0]
 		note("Offload with GSO (the peer's default): the transfer stalled (%d of %d bytes in %s): %d held super-packets were dropped by the punt device before fastpathd saw them, so the flow's held count never matches what came back and the datapath never switches it to offload; TCP recovers each loss by retransmission timeout.",
 			o.Bytes, c.TransferBytes, o.Elapsed.Round(time.Millisecond), o.PuntDevDrops)
 	}
 	note("Both systems hold packets without a verdict fail-closed: Palisade's guest has inspection_failure closed (its fail_open counters above are the proof), NFQUEUE has no fail-open flag and no bypass. Palisade holds at most %d packets per guest (--punt-queue), NFQUEUE 1,024 per queue.", 256)
-	note("br_netfilter (bridge-nf-call-iptables) is on in the host namespace only while NFQUEUE is measured; its cost is NFQUEUE's.")
+	if r.NFQueueNA == "" {
+		note("br_netfilter (bridge-nf-call-iptables) is on in the host namespace only while NFQUEUE is measured; its cost is NFQUEUE's.")
+	}
 }
 
 func countDone(ts []TransferResult) int {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/palisade/palisade/fastpath/bench"
 	"github.com/palisade/palisade/fastpath/punt"
 	"github.com/palisade/palisade/hypervisor/lab"
 	"github.com/palisade/palisade/slowpath/inspectd"
@@ -55,6 +56,9 @@ type Load struct {
 
 // Results are everything a run measured.
 type Results struct {
+	// NFQueueNA says why NFQUEUE was not measured ("" if it was).
+	NFQueueNA string
+
 	Flood map[Load][]FloodResult
 	Ping  map[Mode][]PingResult
 
@@ -97,13 +101,24 @@ func newStats() *punt.Stats {
 	return &punt.Stats{FailOpen: map[string]uint64{}, FailClosed: map[string]uint64{}, Verdicts: map[string]uint64{}}
 }
 
+// newResults are a run's empty results.
+func newResults(c Config, nfqNA string) *Results {
+	r := &Results{Flood: map[Load][]FloodResult{}, Ping: map[Mode][]PingResult{},
+		FloodInspection: map[int]*punt.Stats{}, FloodSlow: map[int]*inspectd.Stats{}, FloodShed: map[int]uint64{}, FloodQueue: map[int]*QueueStats{},
+		Inspection: *newStats(), NFQueueNA: nfqNA}
+	for _, n := range c.Senders {
+		r.FloodInspection[n], r.FloodSlow[n], r.FloodQueue[n] = newStats(), &inspectd.Stats{}, &QueueStats{}
+	}
+	return r
+}
+
 // Run builds the lab in l, measures and prints the report to out.
 func Run(ctx context.Context, l *lab.Lab, o Options, c Config, out io.Writer) (*Results, error) {
 	start := time.Now()
 	o.OffloadAfter = 0 // tables 1 and 2: an inspected flow is never offloaded
-	cpus, model, kernel := machineFacts()
+	model, kernel := bench.Machine()
 	fmt.Fprintf(out, "punt-bench: inline inspection round trip, Palisade vs NFQUEUE\n")
-	fmt.Fprintf(out, "machine: %d CPUs (%s), kernel %s, %s", cpus, model, kernel, runtime.Version())
+	fmt.Fprintf(out, "machine: %d CPUs (%s), kernel %s, %s", numCPU(), model, kernel, runtime.Version())
 	e, err := Setup(ctx, l, o)
 	if err != nil {
 		return nil, err
@@ -111,15 +126,13 @@ func Run(ctx context.Context, l *lab.Lab, o Options, c Config, out io.Writer) (*
 	if v, err := e.hostCmd("iptables", "--version"); err == nil {
 		fmt.Fprintf(out, ", %s", strings.TrimSpace(v))
 	}
+	if e.NFQueueNA != "" {
+		fmt.Fprintf(out, "\nNFQUEUE: n/a (%s)", e.NFQueueNA)
+	}
 	fmt.Fprintf(out, "\nrun: %s per throughput measurement after %s warm-up, median of %d; %s senders, %d-byte UDP payload; %d round trips per latency measurement; %d MiB TCP transfer\n",
 		c.Duration, c.Warmup, c.Reps, strings.Trim(strings.ReplaceAll(fmt.Sprint(c.Senders), " ", ","), "[]"), c.Payload, c.RoundTrips, c.TransferBytes>>20)
 
-	r := &Results{Flood: map[Load][]FloodResult{}, Ping: map[Mode][]PingResult{},
-		FloodInspection: map[int]*punt.Stats{}, FloodSlow: map[int]*inspectd.Stats{}, FloodShed: map[int]uint64{}, FloodQueue: map[int]*QueueStats{},
-		Inspection: *newStats()}
-	for _, n := range c.Senders {
-		r.FloodInspection[n], r.FloodSlow[n], r.FloodQueue[n] = newStats(), &inspectd.Stats{}, &QueueStats{}
-	}
+	r := newResults(c, e.NFQueueNA)
 	withLogs := func(err error) error {
 		if ctx.Err() != nil {
 			return err
@@ -130,6 +143,9 @@ func Run(ctx context.Context, l *lab.Lab, o Options, c Config, out io.Writer) (*
 	for rep := 0; rep < c.Reps; rep++ {
 		for i := range modes {
 			m := modes[(i+rep)%len(modes)]
+			if m == NFQueue && e.NFQueueNA != "" {
+				continue
+			}
 			if err := measureMode(ctx, e, c, m, r); err != nil {
 				return r, withLogs(fmt.Errorf("%s: %w", m, err))
 			}

@@ -115,24 +115,6 @@ func cpuBetween(a, b cpuSnap) CPU {
 	return c
 }
 
-// machineFacts describes the machine for the report.
-func machineFacts() (cpus int, model, kernel string) {
-	cpus = numCPU()
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
-	var u unix.Utsname
-	if unix.Uname(&u) == nil {
-		kernel = unix.ByteSliceToString(u.Release[:])
-	}
-	return cpus, model, kernel
-}
-
 func numCPU() int {
 	var set unix.CPUSet
 	if unix.SchedGetaffinity(0, &set) == nil {

@@ -106,7 +106,7 @@ func ints(s string) ([]int, error) {
 // Each is released by a deferred call, also when ctx is cancelled by a
 // signal.
 func run(ctx context.Context, c config, out io.Writer) (err error) {
-	sess, err := bench.StartSession("palisade-fastpath-bench", prefix+"-", os.Stderr)
+	sess, err := lab.StartSession("palisade-fastpath-bench", prefix+"-", os.Stderr)
 	if err != nil {
 		return err
 	}
@@ -116,11 +116,7 @@ func run(ctx context.Context, c config, out io.Writer) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, l.Close()) }()
-	stateDir, err := os.MkdirTemp("", "palbench-state-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(stateDir)
+	stateDir := sess.Dir
 
 	start := time.Now()
 	p := printer{w: out}
@@ -215,7 +211,10 @@ func table2(ctx context.Context, p *printer, l *lab.Lab, c config, pinDir, state
 	return nil
 }
 
-type printer struct{ w io.Writer }
+type printer struct {
+	w        io.Writer
+	iptables string // the version the run found ("1.8.9")
+}
 
 func (p *printer) f(format string, args ...any) { fmt.Fprintf(p.w, format, args...) }
 
@@ -237,36 +236,26 @@ func (p *printer) para(format string, args ...any) {
 }
 
 func (p *printer) machine(l *lab.Lab, c config) error {
-	var u unix.Utsname
-	if err := unix.Uname(&u); err != nil {
-		return err
-	}
-	model := "unknown"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, line := range strings.Split(string(b), "\n") {
-			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
-				model = strings.TrimSpace(v)
-				break
-			}
-		}
-	}
+	model, kernel := bench.Machine()
 	// Tool versions, asked inside a lab namespace like every nft and
-	// iptables command of the run.
+	// iptables command of the run; iptables must use nf_tables.
 	ns, err := l.Namespace("tools")
 	if err != nil {
 		return err
 	}
 	var tools []string
 	for _, t := range [][]string{{"nft", "--version"}, {"iptables", "--version"}} {
-		out, err := bench.NSCommand(ns, "", t[0], t[1:]...)
+		out, err := ns.Run("", t[0], t[1:]...)
 		if err != nil {
 			return fmt.Errorf("%s: %w: %s", t[0], err, out)
 		}
 		tools = append(tools, strings.TrimSpace(out))
 	}
+	if p.iptables, err = bench.IPTablesVersion(ns); err != nil {
+		return err
+	}
 	p.f("fastpath-bench: Palisade datapath benchmark\n")
-	p.f("machine: %d CPUs (%s), kernel %s, %s; %s\n", runtime.NumCPU(), model, unix.ByteSliceToString(u.Release[:]),
-		runtime.Version(), strings.Join(tools, ", "))
+	p.f("machine: %d CPUs (%s), kernel %s, %s; %s\n", runtime.NumCPU(), model, kernel, runtime.Version(), strings.Join(tools, ", "))
 	p.f("pinned to CPU %d: the generator and the in-kernel runs\n", c.cpu)
 	return nil
 }
@@ -413,7 +402,7 @@ func (p *printer) table2(topo *bench.Topology, gen [3][]bench.Result, plan bench
 		"traffic; rule N allows UDP from 203.0.113.0/24 to port %d, the default denies. (b)-(e) hold the same rules and "+
 		"actions: (b) one Palisade policy, inbound rules, activated through the guest manager on the vNIC (TCX); (c) one "+
 		"nft rule per rule in a forward chain (policy drop), source tested first, output interface last; (d) the same in "+
-		"iptables' FORWARD (policy DROP; iptables 1.8.9 turns them into nf_tables rules), with ip6tables for the rules "+
+		"iptables' FORWARD (policy DROP; iptables "+p.iptables+" turns them into nf_tables rules), with ip6tables for the rules "+
 		"that apply to IPv6; (e) the vNIC's traffic jumps to three verdict-map lookups over concatenated fields: protocol "+
 		". port for any-source rules and source . protocol . port for host rules (hash maps), the same for networks and "+
 		"port ranges (interval map); the rules never overlap, so this is exact. None of (c)-(e) uses conntrack (%s). "+

@@ -14,7 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/palisade/palisade/fastpath/bench"
 	"github.com/palisade/palisade/fastpath/bench/punt"
 	"github.com/palisade/palisade/hypervisor/lab"
 )
@@ -22,9 +21,6 @@ import (
 // prefix names every namespace of a run; a run first removes what a killed
 // one left.
 const prefix = "palpb"
-
-// tmpPattern names the directory of a run's built daemons and state.
-const tmpPattern = "palisade-punt-bench-"
 
 func main() {
 	punt.MaybeVerdictLoop() // the NFQUEUE baseline's verdict loop runs as this program
@@ -110,28 +106,20 @@ func (l *loads) Set(v string) error {
 	return nil
 }
 
-// run owns every resource: the session (lock, namespaces a killed run
-// left, private bpffs), the namespaces, the built daemons. Each is released
-// by a deferred call, also when ctx is cancelled by a signal.
+// run owns every resource: the session (lock, what a killed run left, a
+// private bpffs and the directory of the built daemons and their state), the
+// namespaces. Each is released by a deferred call, also when ctx is
+// cancelled by a signal.
 func run(ctx context.Context, c punt.Config, daemonLog io.Writer, out io.Writer) (err error) {
 	if os.Geteuid() != 0 {
 		return errors.New("needs root (network namespaces, eBPF, iptables inside them)")
 	}
-	sess, err := bench.StartSession("palisade-punt-bench", prefix+"-", os.Stderr)
+	sess, err := lab.StartSession("palisade-punt-bench", prefix+"-", os.Stderr)
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, sess.Close()) }()
-	// With the lock held no other run uses these: a killed run's daemons.
-	stale, _ := filepath.Glob(filepath.Join(os.TempDir(), tmpPattern+"*"))
-	for _, d := range stale {
-		_ = os.RemoveAll(d)
-	}
-	tmp, err := os.MkdirTemp("", tmpPattern)
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
+	tmp := sess.Dir
 	root, err := lab.ModuleRoot()
 	if err != nil {
 		return err

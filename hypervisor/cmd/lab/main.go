@@ -1,6 +1,3 @@
-// Command lab stands a small Palisade site up on this machine, inside network
-// namespaces: a host running fastpathd on 169.254.1.1:2222 and an appliance
-// running slowpathd, bound to each other. Ctrl-C (or --for) tears it all down.
 package main
 
 import (
@@ -27,48 +24,64 @@ import (
 	"github.com/palisade/palisade/hypervisor/lab"
 )
 
-// labPrefix names every namespace the lab command creates; `lab down` removes
-// them all, also after a crash.
+// labPrefix names every namespace the lab command creates; `lab down` (and
+// the next `lab`) removes them, also after a crash.
 const labPrefix = "pallab"
+
+// sessionName is the lock (and temporary directory) of a lab whose
+// namespaces start with prefix: one lab of a prefix runs at a time.
+func sessionName(prefix string) string {
+	if prefix == labPrefix {
+		return "palisade-lab"
+	}
+	return "palisade-" + prefix
+}
 
 func main() {
 	root := daemon.RootCommand("lab", "Palisade lab: a host, an appliance and their binding in network namespaces")
-	var binDir string
+	var binDir, prefix string
 	var hold time.Duration
 	root.Flags().StringVar(&binDir, "bin-dir", "bin", "directory holding fastpathd and slowpathd")
 	root.Flags().DurationVar(&hold, "for", 0, "tear down after this long instead of waiting for Ctrl-C")
-	root.RunE = func(cmd *cobra.Command, _ []string) error { return up(cmd.OutOrStdout(), binDir, hold) }
+	root.PersistentFlags().StringVar(&prefix, "prefix", labPrefix, "name prefix of the lab's namespaces (tests use their own)")
+	_ = root.PersistentFlags().MarkHidden("prefix")
+	root.RunE = func(cmd *cobra.Command, _ []string) error { return up(cmd.OutOrStdout(), prefix, binDir, hold) }
 	root.AddCommand(&cobra.Command{
 		Use:   "down",
-		Short: "remove every namespace a lab left behind (after a crash or kill -9)",
+		Short: "remove what a killed lab left behind: namespaces, bpffs, files (refused while a lab runs)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return sweep(cmd.OutOrStdout(), labPrefix)
+			return down(cmd.OutOrStdout(), prefix)
 		},
 	}, &cobra.Command{
 		Use:   "sweep-tests",
-		Short: "remove every namespace a killed test run left behind",
+		Short: "remove what killed test processes left behind (namespaces, bpffs, directories); live ones' stay",
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return sweep(cmd.OutOrStdout(), lab.TestPrefix)
+			return lab.SweepTests(cmd.OutOrStdout())
 		},
 	})
 	daemon.Main(root)
 }
 
-func sweep(out io.Writer, prefix string) error {
-	removed, err := lab.Sweep(prefix)
-	fmt.Fprintf(out, "removed %d namespaces with prefix %q\n", len(removed), prefix)
-	return err
+func down(out io.Writer, prefix string) error {
+	if err := lab.Cleanup(sessionName(prefix), prefix+"-", out); err != nil {
+		return err
+	}
+	fmt.Fprintln(out, "lab down: nothing of a lab is left")
+	return nil
 }
 
-func up(out io.Writer, binDir string, hold time.Duration) (err error) {
+func up(out io.Writer, prefix, binDir string, hold time.Duration) (err error) {
 	bins := lab.Binaries{Fastpathd: filepath.Join(binDir, "fastpathd"), Slowpathd: filepath.Join(binDir, "slowpathd")}
 	for _, b := range []string{bins.Fastpathd, bins.Slowpathd} {
 		if _, err := os.Stat(b); err != nil {
 			return fmt.Errorf("%w (build them first: go tool task build)", err)
 		}
 	}
-	if removed, _ := lab.Sweep(labPrefix); len(removed) > 0 {
-		fmt.Fprintf(out, "removed %d namespaces left by an earlier lab\n", len(removed))
+	// The session's lock keeps a second lab of this prefix out, and it
+	// removes what a killed one left.
+	sess, err := lab.StartSession(sessionName(prefix), prefix+"-", out)
+	if err != nil {
+		return err
 	}
 	ctx, stop := daemon.SignalContext()
 	defer stop()
@@ -78,25 +91,16 @@ func up(out io.Writer, binDir string, hold time.Duration) (err error) {
 		defer cancel()
 	}
 
-	l, err := lab.New(labPrefix)
+	l, err := lab.New(prefix)
 	if err != nil {
-		return err
+		return errors.Join(err, sess.Close())
 	}
-	dir, err := os.MkdirTemp("", "palisade-lab-")
-	if err != nil {
-		return err
-	}
-	bpffs, unmount, err := lab.MountBPFFS()
-	if err != nil {
-		os.RemoveAll(dir)
-		return err
-	}
+	dir, bpffs := sess.Dir, sess.BPFFS
 	defer func() {
 		cerr := l.Close()
 		// Unmounting the lab's own bpffs releases every program, link and
-		// map its fastpathd pinned.
-		cerr = errors.Join(cerr, unmount())
-		_ = os.RemoveAll(dir)
+		// map its fastpathd pinned; the directory holds the host's secret.
+		cerr = errors.Join(cerr, sess.Close())
 		if cerr != nil {
 			err = errors.Join(err, cerr)
 			return
@@ -266,6 +270,14 @@ func (p *prefixWriter) named(name string) io.Writer {
 			fmt.Fprintf(p.out, "[%s] %s\n", name, strings.TrimRight(sc.Text(), "\r"))
 			p.mu.Unlock()
 		}
+		// A line too long for the scanner ends it: the rest is dropped, but
+		// the pipe is still read, or the daemon's writes would block.
+		if err := sc.Err(); err != nil {
+			p.mu.Lock()
+			fmt.Fprintf(p.out, "[%s] (log stopped: %v)\n", name, err)
+			p.mu.Unlock()
+		}
+		_, _ = io.Copy(io.Discard, pr)
 	}()
 	return lineWriter{pw}
 }
