@@ -140,3 +140,36 @@ func craftReply(payload string) []craft.Frame {
 	e := &craft.Endpoints{}
 	return []craft.Frame{e.UDP(netip.MustParseAddrPort("192.0.2.10:53"), netip.MustParseAddrPort("10.0.0.5:5000"), []byte(payload))}
 }
+
+// PCRE semantics the matcher must keep when it retries and chains matches.
+func TestPCREPositions(t *testing.T) {
+	const r = `alert tcp any any -> any any `
+	for _, c := range []struct {
+		name      string
+		rule      string
+		hit, miss []craft.Frame
+	}{
+		// A retry starts later in the same subject: ^ still means its start.
+		{"anchor not moved by a retry", r + `(pcre:"/^a/"; content:"b"; distance:0; within:1; sid:1;)`, tcpTalk("ab", ""), tcpTalk("aab", "")},
+		{"word boundary not moved by a retry", r + `(pcre:"/\bx/"; content:"y"; distance:0; within:1; sid:1;)`, tcpTalk("xz xy", ""), tcpTalk("xxy", "")},
+		{"multiline anchor retried at a line start", r + `(pcre:"/^cmd/m"; content:"x"; distance:0; within:1; sid:1;)`, tcpTalk("cmdy\ncmdx", ""), tcpTalk("cmdy cmdx", "")},
+		{"unanchored pcre still retried", r + `(pcre:"/a=/"; content:"x"; distance:0; within:1; sid:1;)`, tcpTalk("a=1 a=x", ""), tcpTalk("a=1 a=2", "")},
+		// PCRE's $ before a final newline ends the match before it.
+		{"dollar leaves the final newline", r + `(pcre:"/foo$/"; content:"|0a|"; distance:0; within:1; sid:1;)`, tcpTalk("foo\n", ""), tcpTalk("foo", "")},
+		{"\\Z leaves the final newline", r + `(pcre:"/foo\Z/"; content:"|0a|"; distance:0; within:1; sid:1;)`, tcpTalk("foo\n", ""), tcpTalk("foo\nx", "")},
+		{"dollar without newline", r + `(content:"x"; pcre:"/foo$/R"; sid:1;)`, tcpTalk("xfoo", ""), tcpTalk("xfoox", "")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, c.rule)
+			h.run(c.hit...)
+			if got := h.sids(); !slices.Equal(got, []uint32{1}) {
+				t.Errorf("hit: alerts %v, want [1]", got)
+			}
+			m := newHarness(t, c.rule)
+			m.run(c.miss...)
+			if got := m.sids(); len(got) != 0 {
+				t.Errorf("near miss: alerts %v, want none", got)
+			}
+		})
+	}
+}

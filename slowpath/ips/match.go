@@ -64,31 +64,35 @@ func (m *matcher) from(i, prevEnd int) bool {
 		return false
 	}
 	pc := m.ms[i].PCRE
-	start := 0
+	// With R the subject starts where the previous match ended (so ^
+	// anchors there, as in Suricata); a retry keeps that subject and only
+	// moves the start, as PCRE's start offset does.
+	base := 0
 	if pc.Relative {
-		start = prevEnd
+		base = prevEnd
 	}
-	if start > len(m.data) {
+	if base > len(m.data) {
 		return pc.Negated && m.from(i+1, prevEnd)
 	}
+	subject := m.data[base:]
 	if pc.Negated {
-		if pc.Regexp.Match(m.data[start:]) {
+		if pc.Regexp.Match(subject) {
 			return false
 		}
 		return m.from(i+1, prevEnd)
 	}
-	for start <= len(m.data) {
-		loc := pc.Regexp.FindIndex(m.data[start:])
-		if loc == nil {
+	for off := 0; off <= len(subject); {
+		s, e, ok := pc.FindFrom(subject, off)
+		if !ok {
 			return false
 		}
-		if m.from(i+1, start+loc[1]) {
+		if m.from(i+1, base+e) {
 			return true
 		}
 		if !retry {
 			return false
 		}
-		start += loc[0] + 1
+		off = s + 1
 	}
 	return false
 }

@@ -3,6 +3,7 @@ package rule
 import (
 	"fmt"
 	"regexp"
+	"regexp/syntax"
 	"strconv"
 	"strings"
 )
@@ -81,7 +82,86 @@ func translatePCRE(src string, current Buffer, sticky bool) (*PCRE, Buffer, erro
 		return nil, 0, refuse("RE2 rejects the translation: %v", err)
 	}
 	pc.Regexp = c
+	for i, name := range c.SubexpNames() {
+		if strings.HasPrefix(name, dollarGroup) {
+			pc.dollars = append(pc.dollars, i)
+		}
+	}
+	parsed, err := syntax.Parse(re, syntax.Perl)
+	if err != nil {
+		return nil, 0, refuse("RE2 rejects the translation: %v", err)
+	}
+	if pc.StartSensitive = leadingAssertion(parsed); pc.StartSensitive {
+		// Searching from a later start: one byte of context first, so the
+		// leading assertions see the byte really before the match.
+		if pc.after, err = regexp.Compile(`(?s:.)(?:` + re + `)`); err != nil {
+			return nil, 0, refuse("RE2 rejects the translation: %v", err)
+		}
+	}
 	return pc, buf, nil
+}
+
+// dollarGroup names the capture group a PCRE '$' or '\Z' is translated to,
+// so that a match ending before a final newline can be told apart from one
+// that consumed it (PCRE's match ends before the newline).
+const dollarGroup = "palisadeDollar"
+
+// dollarRE is PCRE's end-of-subject-or-before-a-final-newline, captured.
+func dollarRE(n int) string { return fmt.Sprintf(`(?P<%s%d>\n?\z)`, dollarGroup, n) }
+
+// leadingAssertion says whether re can test an assertion that looks at the
+// byte before the match (^, \A, \b, \B) before it consumes a byte: such a
+// regexp run on a subject cut at a later start would see a false start.
+func leadingAssertion(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpBeginLine, syntax.OpBeginText, syntax.OpWordBoundary, syntax.OpNoWordBoundary:
+		return true
+	case syntax.OpCapture, syntax.OpStar, syntax.OpPlus, syntax.OpQuest, syntax.OpRepeat:
+		return leadingAssertion(re.Sub[0])
+	case syntax.OpAlternate:
+		for _, s := range re.Sub {
+			if leadingAssertion(s) {
+				return true
+			}
+		}
+	case syntax.OpConcat:
+		for _, s := range re.Sub {
+			if leadingAssertion(s) {
+				return true
+			}
+			if !nullable(s) {
+				return false
+			}
+		}
+	}
+	return false
+}
+
+// nullable says whether re can match without consuming a byte.
+func nullable(re *syntax.Regexp) bool {
+	switch re.Op {
+	case syntax.OpEmptyMatch, syntax.OpBeginLine, syntax.OpEndLine, syntax.OpBeginText, syntax.OpEndText,
+		syntax.OpWordBoundary, syntax.OpNoWordBoundary, syntax.OpStar, syntax.OpQuest:
+		return true
+	case syntax.OpRepeat:
+		return re.Min == 0 || nullable(re.Sub[0])
+	case syntax.OpCapture, syntax.OpPlus:
+		return nullable(re.Sub[0])
+	case syntax.OpConcat:
+		for _, s := range re.Sub {
+			if !nullable(s) {
+				return false
+			}
+		}
+		return true
+	case syntax.OpAlternate:
+		for _, s := range re.Sub {
+			if nullable(s) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // translateBody rewrites PCRE syntax into RE2 syntax. plainDollar says '$'
@@ -89,6 +169,7 @@ func translatePCRE(src string, current Buffer, sticky bool) (*PCRE, Buffer, erro
 // matches before a final newline and is rewritten so.
 func translateBody(s string, extended, plainDollar bool) (string, error) {
 	var out strings.Builder
+	dollars := 0
 	inClass := false
 	classStart := 0
 	for i := 0; i < len(s); i++ {
@@ -103,6 +184,10 @@ func translateBody(s string, extended, plainDollar bool) (string, error) {
 			t, n, err := translateEscape(s[i+1:], inClass)
 			if err != nil {
 				return "", err
+			}
+			if t == zEscape {
+				t = dollarRE(dollars)
+				dollars++
 			}
 			out.WriteString(t)
 			i += n
@@ -144,7 +229,8 @@ func translateBody(s string, extended, plainDollar bool) (string, error) {
 			}
 		case '$':
 			if !plainDollar {
-				out.WriteString(`(?:\n?\z)`)
+				out.WriteString(dollarRE(dollars))
+				dollars++
 				continue
 			}
 		case '*', '+', '?', '}':
@@ -253,6 +339,9 @@ func checkGroup(s string) (int, error) {
 	return 0, nil
 }
 
+// zEscape stands for \Z until translateBody numbers its capture group.
+const zEscape = `\Z`
+
 // translateEscape handles the escape after a backslash (s starts after it)
 // and returns the RE2 text and how many bytes of s it consumed.
 func translateEscape(s string, inClass bool) (string, int, error) {
@@ -303,15 +392,21 @@ func translateEscape(s string, inClass bool) (string, int, error) {
 	case c == 'e':
 		return `\x1b`, 1, nil
 	case c == 'c':
-		if len(s) < 2 || s[1] < '?' || s[1] > 'z' {
+		// PCRE: a lower-case letter is upper-cased, then bit 0x40 flips;
+		// any printable ASCII character may follow.
+		if len(s) < 2 || s[1] < 0x20 || s[1] > 0x7e {
 			return "", 0, fmt.Errorf("invalid control escape")
 		}
-		return fmt.Sprintf(`\x%02x`, (s[1]&^0x20)^0x40), 2, nil
+		x := s[1]
+		if x >= 'a' && x <= 'z' {
+			x -= 'a' - 'A'
+		}
+		return fmt.Sprintf(`\x%02x`, x^0x40), 2, nil
 	case c == 'Z':
 		if inClass {
 			return "", 0, fmt.Errorf("\\Z inside a class")
 		}
-		return `(?:\n?\z)`, 1, nil
+		return zEscape, 1, nil
 	case strings.IndexByte("gkGKhHvVRXNCLluU", c) >= 0:
 		return "", 0, fmt.Errorf("escape \"\\%c\" has no RE2 equivalent", c)
 	}

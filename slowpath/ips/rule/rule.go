@@ -2,6 +2,7 @@ package rule
 
 import (
 	"regexp"
+	"unicode/utf8"
 )
 
 // Action is what a matching rule does.
@@ -84,6 +85,58 @@ type PCRE struct {
 	Regexp   *regexp.Regexp
 	Negated  bool
 	Relative bool // R: starts where the previous match in the buffer ended
+	// StartSensitive: the match can begin with ^, \A, \b or \B, which look
+	// at the byte before it, so the regexp must not be run on a subject cut
+	// at a later start (it would see a false beginning there).
+	StartSensitive bool
+	after          *regexp.Regexp // StartSensitive: the regexp behind one byte of context
+	dollars        []int          // capture groups of PCRE '$' and '\Z' (see Find)
+}
+
+// FindFrom is Find on data with the match starting at from or later, the
+// bytes before from still seen by assertions (PCRE's start offset): ^ and
+// \A cannot match at a later start, \b and \B look at the real byte before.
+func (p *PCRE) FindFrom(data []byte, from int) (start, end int, ok bool) {
+	if from > len(data) {
+		return 0, 0, false
+	}
+	if from == 0 || !p.StartSensitive {
+		start, end, ok = p.find(p.Regexp, data[from:])
+		return from + start, from + end, ok
+	}
+	base := from - 1
+	start, end, ok = p.find(p.after, data[base:])
+	if !ok {
+		return 0, 0, false
+	}
+	// The context byte is one rune as RE2 reads it.
+	_, w := utf8.DecodeRune(data[base+start:])
+	return base + start + w, base + end, true
+}
+
+// Find returns the leftmost match in data, with PCRE's end: a '$' or '\Z'
+// that matched before a final newline ends the match before that newline.
+func (p *PCRE) Find(data []byte) (start, end int, ok bool) { return p.find(p.Regexp, data) }
+
+func (p *PCRE) find(re *regexp.Regexp, data []byte) (start, end int, ok bool) {
+	if len(p.dollars) == 0 {
+		loc := re.FindIndex(data)
+		if loc == nil {
+			return 0, 0, false
+		}
+		return loc[0], loc[1], true
+	}
+	loc := re.FindSubmatchIndex(data)
+	if loc == nil {
+		return 0, 0, false
+	}
+	start, end = loc[0], loc[1]
+	for _, g := range p.dollars {
+		if s, e := loc[2*g], loc[2*g+1]; s >= 0 && e > s {
+			end = s // it took the final newline, which PCRE leaves out
+		}
+	}
+	return start, end, true
 }
 
 // Match is one content or pcre, in rule order, with the buffer it inspects.

@@ -246,3 +246,46 @@ func TestContentHex(t *testing.T) {
 		}
 	}
 }
+
+// \cX is PCRE's control escape: a lower-case letter is upper-cased, then bit
+// 0x40 is flipped, for any printable ASCII X.
+func TestPCREControlEscape(t *testing.T) {
+	for _, c := range []struct {
+		pcre string
+		want byte
+	}{{`/\c?/`, 0x7f}, {"/\\c`/", 0x20}, {`/\ca/`, 0x01}, {`/\cA/`, 0x01}, {`/\c{/`, 0x3b}, {`/\c /`, 0x60}, {`/\c@/`, 0x00}, {`/\cz/`, 0x1a}} {
+		pc, _, err := translatePCRE(c.pcre, BufPayload, false)
+		if err != nil {
+			t.Errorf("%s: %v", c.pcre, err)
+			continue
+		}
+		for b := 0; b < 0x80; b++ {
+			if got := pc.Regexp.Match([]byte{byte(b)}); got != (byte(b) == c.want) {
+				t.Errorf("%s on byte 0x%02x = %v, want it to match 0x%02x only", c.pcre, b, got, c.want)
+			}
+		}
+	}
+	for _, bad := range []string{"/\\c\x7f/", "/\\c\t/", `/\c/`} {
+		if _, _, err := translatePCRE(bad, BufPayload, false); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// A pcre whose match can begin with an assertion on the byte before it is
+// marked: cutting the subject there would change what the assertion sees.
+func TestPCREStartSensitive(t *testing.T) {
+	for pcre, want := range map[string]bool{
+		`/^a/`: true, `/a/A`: true, `/\bword/`: true, `/\Bx/`: true, `/^a/m`: true, `/(?:x?)^a/`: true, `/b|^a/`: true,
+		`/a/`: false, `/a^/`: false, `/a\b/`: false, `/a$/`: false, `/x+^/`: false, `/\Z/`: false,
+	} {
+		pc, _, err := translatePCRE(pcre, BufPayload, false)
+		if err != nil {
+			t.Errorf("%s: %v", pcre, err)
+			continue
+		}
+		if pc.StartSensitive != want {
+			t.Errorf("%s: StartSensitive %v, want %v", pcre, pc.StartSensitive, want)
+		}
+	}
+}
