@@ -78,11 +78,7 @@ func newEnvBefore(t *testing.T, before func(host *lab.Namespace), extra ...strin
 	if before != nil {
 		before(site.Host)
 	}
-	dir, err := os.MkdirTemp("", "pal-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := lab.TempDirForTest(t) // short (socket paths) and swept if the run is killed
 	if e.run, err = l.StartFastpathd(site, bins, dir, lab.BPFFSForTest(t), e.output, append([]string{"--sweep-every", "500ms"}, extra...)...); err != nil {
 		t.Fatal(err)
 	}
