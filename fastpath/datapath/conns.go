@@ -97,9 +97,16 @@ func (d *Datapath) Conns(slot uint32, fn func(Conn) bool) error {
 // Timeouts gives a connection's idle timeout by protocol and state.
 type Timeouts func(proto uint8, state string) time.Duration
 
+// sweepVisitHook, if set (by tests), runs for every entry Sweep's walk reads.
+var sweepVisitHook func(m *ebpf.Map, k dpConnKey)
+
 // Sweep deletes the guest's connections idle beyond their timeout and resets
 // its live-entry counts to what remains. It returns how many remain (TCP,
-// other) and how many it removed.
+// other) and how many it removed. An entry found idle is deleted only if it
+// has not been seen since (the datapath may refresh it meanwhile). A walk
+// the kernel's concurrent changes abort leaves the live count as it was and
+// returns an error wrapping ebpf.ErrIterationAborted (and 0 for that table),
+// after deleting the idle entries it found.
 func (d *Datapath) Sweep(slot uint32, timeout Timeouts, now time.Duration) (tcpLive, otherLive, removed int, err error) {
 	tcp, other, err := d.Tables(slot)
 	if err != nil {
@@ -107,8 +114,13 @@ func (d *Datapath) Sweep(slot uint32, timeout Timeouts, now time.Duration) (tcpL
 	}
 	defer tcp.Close()
 	defer other.Close()
+	var aborted []error
 	for i, m := range []*ebpf.Map{tcp, other} {
-		var expired []dpConnKey
+		type idle struct {
+			k        dpConnKey
+			lastSeen uint64
+		}
+		var expired []idle
 		live := 0
 		var k dpConnKey
 		var v dpConnVal
@@ -116,18 +128,39 @@ func (d *Datapath) Sweep(slot uint32, timeout Timeouts, now time.Duration) (tcpL
 		for it.Next(&k, &v) {
 			c := connOf(k, v)
 			if now-c.LastSeen > timeout(k.Proto, c.State) {
-				expired = append(expired, k)
+				expired = append(expired, idle{k, v.LastSeenNs})
 			} else {
 				live++
 			}
+			if sweepVisitHook != nil {
+				sweepVisitHook(m, k)
+			}
 		}
-		if err := it.Err(); err != nil && !errors.Is(err, ebpf.ErrIterationAborted) {
-			return 0, 0, removed, fmt.Errorf("guest slot %d: sweep: %w", slot, err)
+		walkErr := it.Err()
+		if walkErr != nil && !errors.Is(walkErr, ebpf.ErrIterationAborted) {
+			return 0, 0, removed, fmt.Errorf("guest slot %d: sweep: %w", slot, walkErr)
 		}
-		for _, k := range expired {
-			if err := m.Delete(k); err == nil {
+		for _, e := range expired {
+			// Seen since the walk read it: alive. (A packet between
+			// this lookup and the delete is lost with the entry; the
+			// kernel has no conditional delete.)
+			if err := m.Lookup(e.k, &v); err != nil || v.LastSeenNs != e.lastSeen {
+				if err == nil {
+					live++
+				}
+				continue
+			}
+			if err := m.Delete(e.k); err == nil {
 				removed++
 			}
+		}
+		if walkErr != nil {
+			// Part of the table was never read: its count would be
+			// wrong, so the datapath keeps counting on its own. The
+			// other table is still swept.
+			aborted = append(aborted, fmt.Errorf("guest slot %d: sweep %s table: walk aborted by concurrent changes, live count kept: %w",
+				slot, [2]string{"tcp", "other"}[i], walkErr))
+			continue
 		}
 		if err := d.objs.ConnLive.Put(slot*2+uint32(i), uint64(live)); err != nil {
 			return 0, 0, removed, fmt.Errorf("guest slot %d: live count: %w", slot, err)
@@ -138,5 +171,5 @@ func (d *Datapath) Sweep(slot uint32, timeout Timeouts, now time.Duration) (tcpL
 			otherLive = live
 		}
 	}
-	return tcpLive, otherLive, removed, nil
+	return tcpLive, otherLive, removed, errors.Join(aborted...)
 }

@@ -19,6 +19,10 @@ const (
 	MaxRules  = 16384
 )
 
+// MaxEventsPerSec is the highest event rate the datapath can meter: its
+// token buckets refill one token every 1e9/rate nanoseconds.
+const MaxEventsPerSec = 1_000_000_000
+
 // Config sizes and places the datapath.
 type Config struct {
 	// PinDir is a directory on a bpffs where maps and links are pinned,
@@ -30,7 +34,8 @@ type Config struct {
 	WordPool uint32
 	RulePool uint32
 	// EventsPerSec and EventBurst bound the events one guest sends through
-	// the ring buffer per CPU (defaults 1000/s, burst 200).
+	// the ring buffer per CPU (defaults 1000/s, burst 200). EventsPerSec is
+	// at most MaxEventsPerSec.
 	EventsPerSec uint32
 	EventBurst   uint32
 }
@@ -96,6 +101,10 @@ func Open(cfg Config) (*Datapath, error) {
 	}
 	if cfg.EventsPerSec == 0 {
 		cfg.EventsPerSec = 1000
+	}
+	if cfg.EventsPerSec > MaxEventsPerSec {
+		return nil, fmt.Errorf("datapath: %d events per second per guest and CPU is more than the %d the datapath can meter",
+			cfg.EventsPerSec, MaxEventsPerSec)
 	}
 	if cfg.EventBurst == 0 {
 		cfg.EventBurst = 200

@@ -340,40 +340,44 @@ type dpScratch struct {
 	Nv  dpConnVal
 	Fk  dpFragKey
 	Pkt struct {
-		_        structs.HostLayout
-		Src      [4]uint32
-		Dst      [4]uint32
-		Sport    uint16
-		Dport    uint16
-		L4off    uint32
-		FragId   uint32
-		Proto    uint8
-		Family   uint8
-		TcpFlags uint8
-		Frag     uint8
-		IcmpType uint8
-		IcmpCode uint8
-		IcmpId   uint16
-		IpEnd    uint32
-		Payload  uint32
+		_         structs.HostLayout
+		Src       [4]uint32
+		Dst       [4]uint32
+		Sport     uint16
+		Dport     uint16
+		L4off     uint32
+		FragId    uint32
+		Proto     uint8
+		Family    uint8
+		TcpFlags  uint8
+		Frag      uint8
+		IcmpType  uint8
+		IcmpCode  uint8
+		IcmpId    uint16
+		IpEnd     uint32
+		Payload   uint32
+		FragProto uint8
+		Pad       [3]uint8
 	}
 	Alt struct {
-		_        structs.HostLayout
-		Src      [4]uint32
-		Dst      [4]uint32
-		Sport    uint16
-		Dport    uint16
-		L4off    uint32
-		FragId   uint32
-		Proto    uint8
-		Family   uint8
-		TcpFlags uint8
-		Frag     uint8
-		IcmpType uint8
-		IcmpCode uint8
-		IcmpId   uint16
-		IpEnd    uint32
-		Payload  uint32
+		_         structs.HostLayout
+		Src       [4]uint32
+		Dst       [4]uint32
+		Sport     uint16
+		Dport     uint16
+		L4off     uint32
+		FragId    uint32
+		Proto     uint8
+		Family    uint8
+		TcpFlags  uint8
+		Frag      uint8
+		IcmpType  uint8
+		IcmpCode  uint8
+		IcmpId    uint16
+		IpEnd     uint32
+		Payload   uint32
+		FragProto uint8
+		Pad       [3]uint8
 	}
 	_       [4]byte
 	Meta    dpPuntMeta

@@ -19,7 +19,7 @@ const (
 	EventDeny      EventKind = "deny"       // a rule or the default denied it
 	EventLog       EventKind = "log"        // a log-only rule matched
 	EventInvalid   EventKind = "invalid"    // it fit no connection state, or had impossible flags
-	EventTableFull EventKind = "table_full" // its connection evicted the guest's oldest
+	EventTableFull EventKind = "table_full" // its connection was recorded with the guest at its max_* (see docs/fastpath.md)
 	EventDrop      EventKind = "drop"       // dropped for another reason (fragment, non-IP, ARP)
 )
 

@@ -29,6 +29,7 @@ type fixture struct {
 	ip      *InstalledPolicy
 	nextID  uint32
 	pickup  bool
+	inspect bool // the guest's allowed flows go to the slow path
 }
 
 const (
@@ -83,7 +84,7 @@ func (f *fixture) setPolicy(p *policy.Policy) {
 	if f.pickup {
 		until = Monotonic() + time.Duration(p.PickupGrace)
 	}
-	if err := f.d.SetVNIC(f.ifindex, GuestConfig{Slot: f.slot, Policy: ip, Rules: p, PickupUntil: until}); err != nil {
+	if err := f.d.SetVNIC(f.ifindex, GuestConfig{Slot: f.slot, Policy: ip, Rules: p, PickupUntil: until, Inspect: f.inspect}); err != nil {
 		f.t.Fatal(err)
 	}
 	if f.ip != nil {
@@ -141,9 +142,8 @@ func (f *fixture) conn(proto uint8, guestPort uint16) *Conn {
 	return nil
 }
 
-// clearTables empties the guest's tables. (Replacing them would wait for an
-// RCU grace period per table: map-of-maps updates synchronize.)
-func (f *fixture) clearTables() {
+// withTables calls fn with the guest's tables (TCP, other).
+func (f *fixture) withTables(fn func(tcp, other *ebpf.Map)) {
 	f.t.Helper()
 	tcp, other, err := f.d.Tables(f.slot)
 	if err != nil {
@@ -151,18 +151,69 @@ func (f *fixture) clearTables() {
 	}
 	defer tcp.Close()
 	defer other.Close()
-	for _, m := range []*ebpf.Map{tcp, other} {
-		var keys [][]byte
-		var k, v []byte
-		it := m.Iterate()
-		for it.Next(&k, &v) {
-			keys = append(keys, append([]byte(nil), k...))
-		}
-		for _, k := range keys {
-			if err := m.Delete(k); err != nil {
-				f.t.Fatal(err)
+	fn(tcp, other)
+}
+
+// clearTables empties the guest's tables. (Replacing them would wait for an
+// RCU grace period per table: map-of-maps updates synchronize.)
+func (f *fixture) clearTables() {
+	f.t.Helper()
+	f.withTables(func(tcp, other *ebpf.Map) {
+		for _, m := range []*ebpf.Map{tcp, other} {
+			var keys [][]byte
+			var k, v []byte
+			it := m.Iterate()
+			for it.Next(&k, &v) {
+				keys = append(keys, append([]byte(nil), k...))
+			}
+			for _, k := range keys {
+				if err := m.Delete(k); err != nil {
+					f.t.Fatal(err)
+				}
 			}
 		}
+	})
+}
+
+// rawConn reads a TCP (proto 6) or other connection's kernel entry by guest
+// port, with the fields Conn leaves out (punted, returned).
+func (f *fixture) rawConn(proto uint8, guestPort uint16) (val dpConnVal, found bool) {
+	f.t.Helper()
+	f.withTables(func(tcp, other *ebpf.Map) {
+		m := other
+		if proto == 6 {
+			m = tcp
+		}
+		var k dpConnKey
+		var v dpConnVal
+		it := m.Iterate()
+		for it.Next(&k, &v) {
+			if k.Proto == proto && k.GuestPort == guestPort {
+				val, found = v, true
+				return
+			}
+		}
+	})
+	return val, found
+}
+
+// slowPathReady makes the datapath believe a slow path is bound and
+// fastpathd alive, with held packets going to the fixture's second vNIC.
+// BPF_PROG_TEST_RUN only reports a redirect; nothing is sent.
+func (f *fixture) slowPathReady() {
+	f.t.Helper()
+	f.d.mu.Lock()
+	f.d.settings.PuntIfindex = uint32(f.vnics[1])
+	err := f.d.putSettings()
+	f.d.mu.Unlock()
+	if err == nil {
+		err = f.d.SetSlowPath(true)
+	}
+	if err == nil {
+		err = f.d.Heartbeat(time.Hour)
+	}
+	if err != nil {
+		f.t.Fatal(err)
 	}
 }
 

@@ -3,7 +3,7 @@ package datapath
 import (
 	"errors"
 	"fmt"
-	"runtime"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -16,11 +16,13 @@ import (
 // lruSlack is added to every connection table: the kernel's LRU keeps up to
 // 128 free entries per CPU on local lists, and a CPU whose list is empty
 // evicts rather than borrowing another CPU's, so without slack a table can
-// start evicting before it holds its nominal capacity.
-var lruSlack = uint32(128 * runtime.NumCPU())
+// start evicting before it holds its nominal capacity. The kernel keeps a
+// list for every possible CPU, not only those this process may run on
+// (runtime.NumCPU follows the affinity mask).
+var lruSlack = sync.OnceValue(func() uint32 { return uint32(128 * numCPU()) })
 
 // TableCapacity is the entry count of a table holding n connections.
-func TableCapacity(n uint32) uint32 { return n + lruSlack }
+func TableCapacity(n uint32) uint32 { return n + lruSlack() }
 
 // ConnKeySize and ConnValueSize are the sizes of one connection-table entry.
 const (
@@ -178,9 +180,12 @@ func (d *Datapath) VNICs() (map[int]uint32, error) {
 
 // ResizeTables gives guest slot tables of new capacities, keeping its
 // connections: entries are copied into the new tables, the new tables are
-// swapped in (one map update each), and entries the old tables gained while
-// being copied are copied after the swap. The caller opens a short pickup
-// window for any connection that still slips through.
+// swapped in (one map update each), and the old tables are copied again
+// after the swap: entries they gained while being copied are added, and
+// entries the datapath changed in them meanwhile (a handshake completed, a
+// packet held) replace their first copy unless the new table has seen the
+// flow since. The caller opens a short pickup window for any connection that
+// still slips through.
 func (d *Datapath) ResizeTables(slot, maxTCP, maxOther uint32) error {
 	for i, t := range []struct {
 		outer *ebpf.Map
@@ -199,13 +204,16 @@ func (d *Datapath) ResizeTables(slot, maxTCP, maxOther uint32) error {
 			old.Close()
 			return fmt.Errorf("guest slot %d: %s table of %d: %w", slot, t.name, t.n, err)
 		}
-		copied, err := copyEntries(old, m, ebpf.UpdateAny)
+		copied, err := copyEntries(old, m)
+		if err == nil && resizeCopiedHook != nil {
+			resizeCopiedHook(slot, t.name)
+		}
 		if err == nil {
 			err = t.outer.Put(slot, m) // waits for programs using the old table
 		}
 		if err == nil {
 			var late int
-			late, err = copyEntries(old, m, ebpf.UpdateNoExist)
+			late, err = copyNewer(old, m)
 			copied += late
 		}
 		old.Close()
@@ -220,18 +228,54 @@ func (d *Datapath) ResizeTables(slot, maxTCP, maxOther uint32) error {
 	return nil
 }
 
-func copyEntries(from, to *ebpf.Map, flags ebpf.MapUpdateFlags) (int, error) {
+// resizeCopiedHook, if set (by tests), runs between ResizeTables' first
+// copy of a table ("tcp" or "other") and the swap.
+var resizeCopiedHook func(slot uint32, table string)
+
+// copyEntries copies every entry of from into to.
+func copyEntries(from, to *ebpf.Map) (int, error) {
 	n := 0
-	var k, v []byte
+	var k dpConnKey
+	var v dpConnVal
 	it := from.Iterate()
 	for it.Next(&k, &v) {
-		err := to.Update(k, v, flags)
-		switch {
-		case err == nil:
-			n++
-		case errors.Is(err, ebpf.ErrKeyExist):
-		default:
+		if err := to.Update(k, v, ebpf.UpdateAny); err != nil {
 			return n, err
+		}
+		n++
+	}
+	return n, it.Err()
+}
+
+// copyNewer copies the entries of from that to lacks, and those whose copy
+// in to is older (was last seen earlier), and returns how many it added. An
+// entry the datapath has touched in to since keeps to's version. (The
+// kernel has no compare-and-swap for map values: a packet that touches the
+// entry between the comparison and the write loses that one update.)
+func copyNewer(from, to *ebpf.Map) (int, error) {
+	n := 0
+	var k dpConnKey
+	var v, cur dpConnVal
+	it := from.Iterate()
+	for it.Next(&k, &v) {
+		err := to.Lookup(k, &cur)
+		switch {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			err = to.Update(k, v, ebpf.UpdateNoExist)
+			if err == nil {
+				n++
+				continue
+			}
+			if errors.Is(err, ebpf.ErrKeyExist) {
+				continue // the datapath just added it: its version is newer
+			}
+			return n, err
+		case err != nil:
+			return n, err
+		case v.LastSeenNs > cur.LastSeenNs:
+			if err := to.Update(k, v, ebpf.UpdateExist); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return n, err
+			}
 		}
 	}
 	return n, it.Err()

@@ -93,12 +93,18 @@ func TestTCPStateMachine(t *testing.T) {
 		{"SYN retransmit", true, SYN, Next, "SYN_SENT"},
 		{"SYN-ACK", false, SYNACK, Next, "SYN_RECV"},
 		{"ACK", true, ACK, Next, "ESTABLISHED"},
+		// The ACK was lost past us: the responder retransmits its
+		// SYN-ACK, which must reach the initiator to be acknowledged.
+		{"SYN-ACK retransmit", false, SYNACK, Next, "ESTABLISHED"},
+		{"SYN-ACK from the initiator", true, SYNACK, Drop, "ESTABLISHED"},
 		{"data in", false, PSHACK, Next, "ESTABLISHED"},
 		{"SYN mid-connection", false, SYN, Drop, "ESTABLISHED"},
 		{"guest FIN", true, FINACK, Next, "FIN_WAIT"},
+		{"SYN-ACK retransmit after the initiator's FIN", false, SYNACK, Next, "FIN_WAIT"},
 		{"remote ACKs the FIN", false, ACK, Next, "CLOSE_WAIT"},
 		{"remote still sends", false, PSHACK, Next, "CLOSE_WAIT"},
 		{"remote FIN", false, FINACK, Next, "TIME_WAIT"},
+		{"SYN-ACK after both FINs", false, SYNACK, Drop, "TIME_WAIT"},
 		{"last ACK", true, ACK, Next, "TIME_WAIT"},
 		{"data after close", false, PSHACK, Drop, "TIME_WAIT"},
 		{"new SYN on TIME_WAIT", true, SYN, Next, "SYN_SENT"},
@@ -119,7 +125,7 @@ func TestTCPStateMachine(t *testing.T) {
 		}
 	}
 	cnt := f.counters()
-	if cnt.Get("port_reuse") != 2 || cnt.Drops["invalid_state"] != 3 || cnt.Get("new_connections") != 3 {
+	if cnt.Get("port_reuse") != 2 || cnt.Drops["invalid_state"] != 5 || cnt.Get("new_connections") != 3 {
 		t.Fatalf("counters: %+v", cnt)
 	}
 }
@@ -173,6 +179,65 @@ func TestInvalidFlagsAndPolicies(t *testing.T) {
 			}
 			if wantEv := map[policy.InvalidPolicy]int{policy.InvalidDrop: 5, policy.InvalidPass: 0, policy.InvalidLog: 5}[mode]; events != wantEv {
 				t.Errorf("%d invalid events, want %d", events, wantEv)
+			}
+		})
+	}
+}
+
+// truncatedTCP is an IPv4 header announcing TCP, and no TCP header after it.
+// (The kernel's test runner refuses frames too short for an IP header.)
+func truncatedTCP(t *testing.T, src, dst string) []byte {
+	fr := tcpFrame(t, src, dst, 1, 2, SYN)[:34]
+	fr[16], fr[17] = 0, 20 // total length: the header alone
+	return fr
+}
+
+// TestPassedInvalidPacketsAreStillJudged: with invalid_packets pass or log,
+// an out-of-state segment of a tracked connection is judged by the rules as
+// a packet of its own, and a malformed one (no ports to judge) gets the
+// policy's default action.
+func TestPassedInvalidPacketsAreStillJudged(t *testing.T) {
+	for _, mode := range []policy.InvalidPolicy{policy.InvalidPass, policy.InvalidLog} {
+		t.Run(string(mode), func(t *testing.T) {
+			p := allowAllOut()
+			p.InvalidPackets = mode
+			f := newFixture(t, p)
+			if v := f.in(truncatedTCP(t, remote4, guest4)); v != Drop {
+				t.Errorf("malformed packet under default deny: %s", v)
+			}
+			if c := f.counters(); c.Get("invalid") != 1 || c.Drops["default_deny"] != 1 {
+				t.Errorf("malformed under default deny: counters %+v", c)
+			}
+			// A connection closed by both sides: what comes after is
+			// out of state, and judged by the rules (inbound denied,
+			// outbound allowed).
+			for _, s := range []struct {
+				out   bool
+				flags tcpFlags
+			}{{true, SYN}, {false, SYNACK}, {true, ACK}, {true, FINACK}, {false, FINACK}} {
+				if s.out {
+					f.out(tcpFrame(t, guest4, remote4, 40000, 80, s.flags))
+				} else {
+					f.in(tcpFrame(t, remote4, guest4, 80, 40000, s.flags))
+				}
+			}
+			if c := f.conn(6, 40000); c == nil || c.State != "TIME_WAIT" {
+				t.Fatalf("closed connection: %+v", c)
+			}
+			if v := f.in(tcpFrame(t, remote4, guest4, 80, 40000, PSHACK)); v != Drop {
+				t.Errorf("out-of-state segment the rules deny: %s", v)
+			}
+			if v := f.out(tcpFrame(t, guest4, remote4, 40000, 80, PSHACK)); v != Next {
+				t.Errorf("out-of-state segment the rules allow: %s", v)
+			}
+			if got := f.counters().Get("invalid"); got != 3 {
+				t.Errorf("invalid counter %d, want 3", got)
+			}
+
+			allow := &policy.Policy{DefaultAction: policy.Allow, InvalidPackets: mode}
+			f.setPolicy(allow)
+			if v := f.in(truncatedTCP(t, remote4, guest4)); v != Next {
+				t.Errorf("malformed packet under default allow: %s", v)
 			}
 		})
 	}
@@ -444,6 +509,35 @@ func TestIPv6ExtensionHeadersAreSkipped(t *testing.T) {
 	if c := f.conn(6, 443); c == nil || c.RemoteAddr != netip.MustParseAddr(remote6) {
 		t.Fatalf("v6 conn: %+v", c)
 	}
+	// Six extension headers are followed; a seventh is malformed.
+	chain := func(n int, sport uint16) []byte {
+		fr := tcpFrame(t, remote6, guest6, sport, 443, SYN)
+		ip, tcp := append([]byte{}, fr[14:54]...), fr[54:]
+		ip[6] = 0 // hop-by-hop first, then destination options
+		var ext []byte
+		for i := 0; i < n; i++ {
+			next := byte(60)
+			if i == n-1 {
+				next = 6
+			}
+			ext = append(ext, next, 0, 1, 4, 0, 0, 0, 0)
+		}
+		plen := int(ip[4])<<8 | int(ip[5]) + len(ext)
+		ip[4], ip[5] = byte(plen>>8), byte(plen)
+		return append(append(append(append([]byte{}, fr[:14]...), ip...), ext...), tcp...)
+	}
+	if v := f.in(chain(6, 5006)); v != Next {
+		t.Fatalf("TCP behind six extension headers: %s", v)
+	}
+	if c := f.conn(6, 443); c == nil {
+		t.Fatal("no connection for TCP behind six extension headers")
+	}
+	if v := f.in(chain(7, 5007)); v != Drop {
+		t.Fatalf("TCP behind seven extension headers: %s", v)
+	}
+	if got := f.counters().Drops["malformed"]; got != 1 {
+		t.Fatalf("malformed drops %d, want 1 (the seven-header packet)", got)
+	}
 }
 
 func TestTableFullEvictsOnlyThatGuest(t *testing.T) {
@@ -495,5 +589,5 @@ func TestTableFullEvictsOnlyThatGuest(t *testing.T) {
 	if cnt.Get("table_full") < 1800 {
 		t.Fatalf("table_full counted %d times for 2000 inserts into a 100-flow table", cnt.Get("table_full"))
 	}
-	t.Logf("guest 4: %d entries after 2000 flows (cap 100 + %d slack); guest 3 kept all 50", n4, lruSlack)
+	t.Logf("guest 4: %d entries after 2000 flows (cap 100 + %d slack); guest 3 kept all 50", n4, lruSlack())
 }

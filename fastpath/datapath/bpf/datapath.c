@@ -242,6 +242,8 @@ struct pkt {
 	__u16 icmp_id;
 	__u32 ip_end;  /* offset just past the IP datagram */
 	__u32 payload; /* TCP payload bytes */
+	__u8 frag_proto; /* what follows the fragmentation: the same in every fragment */
+	__u8 pad[3];
 };
 
 /* Per-CPU scratch space for values too big for the 512-byte stack. */
@@ -315,6 +317,7 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, __u32 off, struct p
 	p->src[0] = ih.saddr;
 	p->dst[0] = ih.daddr;
 	p->proto = ih.protocol;
+	p->frag_proto = ih.protocol;
 	p->l4off = off + ih.ihl * 4;
 	p->ip_end = off + bpf_ntohs(ih.tot_len);
 	__u16 fo = bpf_ntohs(ih.frag_off);
@@ -372,16 +375,29 @@ static __always_inline int parse_ipv6(struct __sk_buff *skb, __u32 off, struct p
 			else if (fo & 1)
 				p->frag = FRAG_FIRST;
 			p->frag_id = ((__u32)h[4] << 24) | ((__u32)h[5] << 16) | ((__u32)h[6] << 8) | h[7];
+			p->frag_proto = next;
 			off += 8;
+			/* A later fragment's headers end here: what follows is
+			 * the middle of the payload, not more headers. */
+			if (p->frag == FRAG_LATER)
+				goto done;
 			break;
 		}
 		default:
 			goto done;
 		}
 	}
-	/* More extension headers than we follow: treat as malformed rather
-	 * than guessing where the transport header is. */
-	return -1;
+	/* IPV6_EXT_MAX headers walked: what follows must be the transport
+	 * (or ESP, or no next header). One more extension header is more than
+	 * we follow: malformed, rather than guessing where the transport is. */
+	switch (next) {
+	case 0:
+	case 43:
+	case 44:
+	case 51:
+	case 60:
+		return -1;
+	}
 done:
 	p->proto = next;
 	p->l4off = off;
@@ -434,7 +450,9 @@ static __always_inline int event_allowed(__u32 slot, __u64 now, struct guest_cou
 	if (rate == 0)
 		return 1;
 	__u64 elapsed = now - b->last_ns;
-	__u64 refill = elapsed / (1000000000ULL / rate);
+	/* Open refuses rates above 1e9/s; a zero interval would never refill. */
+	__u64 interval = 1000000000ULL / rate;
+	__u64 refill = elapsed / (interval ? interval : 1);
 	if (refill) {
 		b->tokens = b->tokens + refill > burst ? burst : b->tokens + refill;
 		b->last_ns = now;
@@ -721,8 +739,12 @@ static __always_inline int tcp_track(struct conn_val *v, __u8 f, __u32 payload, 
 		}
 		return TRACK_OK;
 	case TCP_ESTABLISHED:
+		/* A SYN-ACK from the responder here is a retransmission: the
+		 * initiator's ACK passed us but was lost on the way, and the
+		 * responder still waits for it. Dropping it would hang every
+		 * protocol whose server speaks first. */
 		if (syn)
-			return TRACK_INVALID;
+			return ack && !from_init ? TRACK_OK : TRACK_INVALID;
 		if (fin) {
 			v->flags |= from_guest ? CONN_FIN_GUEST : CONN_FIN_REMOTE;
 			v->state = TCP_FIN_WAIT;
@@ -730,9 +752,11 @@ static __always_inline int tcp_track(struct conn_val *v, __u8 f, __u32 payload, 
 		return TRACK_OK;
 	case TCP_FIN_WAIT:
 	case TCP_CLOSE_WAIT: {
-		if (syn)
-			return TRACK_INVALID;
 		__u8 mine = from_guest ? CONN_FIN_GUEST : CONN_FIN_REMOTE;
+		/* The same retransmitted SYN-ACK, after the initiator's FIN: the
+		 * responder may still wait for the lost ACK, so it has not closed. */
+		if (syn)
+			return ack && !from_init && !(v->flags & mine) ? TRACK_OK : TRACK_INVALID;
 		if (fin)
 			v->flags |= mine;
 		if ((v->flags & (CONN_FIN_GUEST | CONN_FIN_REMOTE)) == (CONN_FIN_GUEST | CONN_FIN_REMOTE))
@@ -903,8 +927,13 @@ static __always_inline int conn_insert(void *table, struct conn_key *k, struct c
 	int full = 0;
 	if (live) {
 		__u64 cap = tcp ? cfg->max_tcp : cfg->max_other;
+		/* The guest is at its max_* (as far as this count knows: it
+		 * only grows between sweeps). The insert still succeeds: the
+		 * table has 128 entries of slack per possible CPU; the LRU evicts
+		 * the guest's least recently used entries only when it finds
+		 * no free one. */
 		if (*live >= cap)
-			full = 1; /* this insert evicts the guest's least recently used entry */
+			full = 1;
 		else
 			__sync_fetch_and_add(live, 1);
 	}
@@ -986,16 +1015,15 @@ static __always_inline void apply_decision(struct guest_cfg *cfg, struct conn_va
 	bpf_map_delete_elem(&flow_decisions, &dk);
 }
 
-/* inspect_new sends the first packet of an inspected flow to the slow path. */
-static __always_inline void inspect_new(struct guest_cfg *cfg, struct conn_val *nv, struct decision *d, __u64 *flow_id,
-					__u64 now)
+/* inspect_new sends the first packet of an inspected flow to the slow path.
+ * Its entry starts with nothing held: the packet is counted as held (punted)
+ * only once it really is, after the insert, like any other. */
+static __always_inline void inspect_new(struct guest_cfg *cfg, struct conn_val *nv, struct decision *d, __u64 *flow_id)
 {
 	*flow_id = nv->flow_id;
 	if (nv->verdict != FV_PUNT)
 		return;
 	d->punt = cfg->mode == MODE_TAP ? PUNT_COPY : PUNT_HELD;
-	if (d->punt == PUNT_HELD && punt_ready(now))
-		nv->punted = 1;
 }
 
 /* came_back handles a packet fastpathd sends back through the vNIC: a held
@@ -1058,7 +1086,8 @@ static __always_inline void reverse(struct pkt *p, int *dir)
 
 /* invalid applies the guest's invalid-packet policy: count, report unless
  * told to pass silently, and say whether to drop now. A packet that is not
- * dropped here is still judged by the rules, without creating state. */
+ * dropped here is still judged by the rules (decide_by_rules), without
+ * creating state; a malformed one by the policy's default (decide_default). */
 static __always_inline int invalid(struct guest_cfg *cfg, struct guest_counters *gc, struct pkt *p, int dir,
 				   struct decision *d, __u8 reason, __u8 state, __u64 now)
 {
@@ -1072,6 +1101,17 @@ static __always_inline int invalid(struct guest_cfg *cfg, struct guest_counters 
 		return 1;
 	}
 	return 0;
+}
+
+/* decide_default gives a packet the policy's default action: for malformed
+ * packets passed by the invalid-packet policy, whose ports (or protocol) are
+ * not known, so no rule can be trusted to match them. */
+static __always_inline void decide_default(struct guest_cfg *cfg, struct decision *d)
+{
+	d->action = cfg->default_action;
+	d->rule_id = cfg->default_rule_id;
+	if (cfg->default_action == ACT_DENY)
+		drop_with(d, DR_DEFAULT_DENY, EV_DENY);
 }
 
 static __always_inline void new_conn(struct conn_val *nv, struct guest_cfg *cfg, struct decision *d, __u8 state,
@@ -1131,8 +1171,11 @@ static __always_inline int process(struct __sk_buff *skb, int dir)
 			drop_with(&d, DR_NON_IP, EV_DROP);
 		goto out;
 	case L2_MALFORMED:
-		/* Nothing to judge by rules: passing it is the operator's choice. */
-		invalid(cfg, gc, p, dir, &d, DR_MALFORMED, 0, now);
+		/* Cut short, or more IPv6 extension headers than we follow: its
+		 * ports (or protocol) are unknown, so if the invalid-packet
+		 * policy lets it through, the policy's default decides. */
+		if (!invalid(cfg, gc, p, dir, &d, DR_MALFORMED, 0, now))
+			decide_default(cfg, &d);
 		goto out;
 	}
 
@@ -1149,7 +1192,7 @@ static __always_inline int process(struct __sk_buff *skb, int dir)
 		fk->id = p->frag_id;
 		__builtin_memcpy(fk->src, p->src, 16);
 		__builtin_memcpy(fk->dst, p->dst, 16);
-		fk->proto = p->proto;
+		fk->proto = p->frag_proto;
 		fk->family = p->family;
 		if (p->frag == FRAG_LATER) {
 			/* Later fragments carry no ports: they follow the first
@@ -1243,7 +1286,10 @@ static __always_inline int process(struct __sk_buff *skb, int dir)
 				goto new_flow; /* re-admitted by the rules, replacing the old entry */
 			}
 			if (t == TRACK_INVALID && !(v->flags & CONN_FORCE_ALLOW)) {
-				invalid(cfg, gc, p, dir, &d, DR_INVALID_STATE, v->state, now);
+				/* Passed by the invalid-packet policy, it is still
+				 * judged by the rules, as a packet of its own. */
+				if (!invalid(cfg, gc, p, dir, &d, DR_INVALID_STATE, v->state, now))
+					decide_by_rules(cfg, p, dir, &d);
 				goto out;
 			}
 		} else if (v->state == PSEUDO_NEW && !from_init) {
@@ -1312,11 +1358,11 @@ new_flow:;
 			nv->flags |= CONN_PICKED_UP;
 			count(gc, C_PICKUPS, 1);
 		}
-		inspect_new(cfg, nv, &d, &flow_id, now);
+		inspect_new(cfg, nv, &d, &flow_id);
 		if (v) {
 			bpf_map_update_elem(table, &k, nv, BPF_ANY); /* reused tuple: same entry */
 			count(gc, C_NEW_CONNS, 1);
-			goto out;
+			goto inserted;
 		}
 	} else {
 		/* UDP, ICMP echo and other protocols: pseudo-connections. An
@@ -1329,22 +1375,25 @@ new_flow:;
 			goto out;
 		}
 		new_conn(nv, cfg, &d, PSEUDO_NEW, from_guest, dir, skb->len, now);
-		inspect_new(cfg, nv, &d, &flow_id, now);
+		inspect_new(cfg, nv, &d, &flow_id);
 	}
 	if (conn_insert(table, &k, nv, cfg, tcp, gc))
 		emit(cfg, p, dir, EV(EV_TABLE_FULL, 0, state, d.rule_id));
 	count(gc, C_NEW_CONNS, 1);
+inserted:
+	/* The first packet of an inspected flow is held like any other: the
+	 * code below counts it on its entry only if it really leaves for the
+	 * slow path, so a shed or failed one is never waited for. */
+	if (d.punt == PUNT_HELD)
+		held = bpf_map_lookup_elem(table, &k);
 
 out:
-	if (p->frag == FRAG_FIRST) {
-		struct frag_val fv = {.expires_ns = now + 30ULL * 1000000000ULL, .pass = d.pass};
-		bpf_map_update_elem(&frags, fk, &fv, BPF_ANY);
-	}
 	if (d.log_rule >= 0)
 		emit(cfg, p, dir, EV(EV_LOG, 0, d.state, d.log_rule));
 	if (d.event)
 		emit(cfg, p, dir, EV(d.event, d.reason, d.state, d.rule_id));
 	__u32 *congested = bpf_map_lookup_elem(&punt_congested, &slot);
+	int redirected = 0;
 	if (d.pass && d.punt) {
 		if (!punt_ready(now)) {
 			/* No slow path to ask: the guest's policy decides. */
@@ -1372,16 +1421,31 @@ out:
 			long r = punt(skb, sc, cfg, dir, &k);
 			if (r == TC_ACT_REDIRECT) {
 				count(gc, C_PUNTED, 1);
-				return TC_ACT_REDIRECT; /* held: the slow path decides */
-			}
-			if (held)
-				__sync_fetch_and_add(&held->punted, -1); /* clang 14 has no atomic sub for BPF */
-			if (cfg->flags & CFG_FAIL_CLOSED) {
-				d.pass = 0;
-				d.reason = DR_PUNT_FAILED;
+				redirected = 1; /* held: the slow path decides */
+			} else {
+				if (held)
+					__sync_fetch_and_add(&held->punted, -1); /* clang 14 has no atomic sub for BPF */
+				if (cfg->flags & CFG_FAIL_CLOSED) {
+					d.pass = 0;
+					d.reason = DR_PUNT_FAILED;
+				}
 			}
 		}
 	}
+	/* A first fragment's verdict, for its later fragments, once it is
+	 * final: what the inspection and fail policies made of it. Later
+	 * fragments of a held one never reach the slow path (they carry no
+	 * ports to find the flow by), so they cannot be inspected: the
+	 * guest's inspection-failure policy decides them. Not for a first
+	 * fragment passed before its key was known (neighbour discovery,
+	 * malformed, fragments: drop). */
+	if (p->frag == FRAG_FIRST && fk->family) {
+		__u8 pass = redirected ? !(cfg->flags & CFG_FAIL_CLOSED) : d.pass;
+		struct frag_val fv = {.expires_ns = now + 30ULL * 1000000000ULL, .pass = pass};
+		bpf_map_update_elem(&frags, fk, &fv, BPF_ANY);
+	}
+	if (redirected)
+		return TC_ACT_REDIRECT;
 	if (d.pass) {
 		count(gc, C_PASSED, 1);
 		return TCX_NEXT;

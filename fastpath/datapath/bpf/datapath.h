@@ -36,7 +36,7 @@ enum rule_action {
 
 enum invalid_policy {
 	INVALID_DROP = 0, /* drop, count, event */
-	INVALID_PASS = 1, /* count; the packet is then judged by the rules, statelessly */
+	INVALID_PASS = 1, /* count; then judged by the rules, statelessly (malformed: the default action) */
 	INVALID_LOG = 2,  /* as pass, plus an event */
 };
 
