@@ -18,9 +18,23 @@ import (
 	"github.com/palisade/palisade/slowpath/ips/rule"
 )
 
-// maxPending bounds the stream rules of one direction whose fast pattern
-// was seen but whose other matches may still arrive.
-const maxPending = 1024
+// Bounds on re-inspecting a stream's older bytes.
+const (
+	// maxPending bounds the stream rules of one direction whose fast
+	// pattern was seen but whose other matches may still arrive.
+	maxPending = 1024
+	// streamLookback is how far before a segment's new bytes a stream
+	// rule's unanchored contents and pcres are looked for (offset/depth
+	// windows and matches relative to another are searched wherever they
+	// lie).
+	streamLookback = 64 << 10
+	// recheckBudget bounds, per direction, the older bytes stream rules
+	// may look back over in total; past it the lookback is cut to
+	// shortLookback and pending rules are re-run only on a content of
+	// theirs in new bytes, for the rest of the flow.
+	recheckBudget = 16 << 20
+	shortLookback = 4 << 10
+)
 
 // Option configures an Engine.
 type Option func(*Engine)
@@ -43,10 +57,13 @@ type Stats struct {
 	Alerts       uint64
 	Blocked      uint64 // packets given a drop or reject verdict
 	FlowsOffload uint64
+	// LookbackCut counts stream directions that spent their re-check
+	// budget and look back only shortLookback bytes since.
+	LookbackCut uint64
 }
 
 type counters struct {
-	packets, undecodable, badChecksum, alerts, blocked, offloads atomic.Uint64
+	packets, undecodable, badChecksum, alerts, blocked, offloads, lookbackCut atomic.Uint64
 }
 
 // Engine is the IPS; it implements engine.Engine.
@@ -78,7 +95,8 @@ func (e *Engine) Name() string { return "ips" }
 
 // Stats returns the counters so far.
 func (e *Engine) Stats() Stats {
-	return Stats{e.n.packets.Load(), e.n.undecodable.Load(), e.n.badChecksum.Load(), e.n.alerts.Load(), e.n.blocked.Load(), e.n.offloads.Load()}
+	return Stats{Packets: e.n.packets.Load(), Undecodable: e.n.undecodable.Load(), BadChecksum: e.n.badChecksum.Load(),
+		Alerts: e.n.alerts.Load(), Blocked: e.n.blocked.Load(), FlowsOffload: e.n.offloads.Load(), LookbackCut: e.n.lookbackCut.Load()}
 }
 
 // FlowEnd forgets a flow the fast path forgot.
@@ -91,6 +109,7 @@ type flowState struct {
 	responses http1.ResponseParser
 	tls       [2]tlshello.RecordWalker
 	pending   [2]map[int32]struct{}
+	rechecked [2]int // older bytes looked back over, per direction
 	blocked   channel.Action
 	offloaded bool
 }
@@ -183,6 +202,8 @@ func (e *Engine) evalPacket(ev *evaluation) {
 	}
 }
 
+// evalStream runs the stream rules over a direction whose reassembled data
+// grew: the bytes before from were inspected by earlier calls.
 func (e *Engine) evalStream(ev *evaluation, st *flowState, data []byte, from int) {
 	pf := e.rs.pre[atStream]
 	var cands []int32
@@ -190,18 +211,46 @@ func (e *Engine) evalStream(ev *evaluation, st *flowState, data []byte, from int
 		bp.scan(data, from, func(i int32) { cands = append(cands, i) })
 	}
 	pend := st.pending[ev.side]
-	for i := range pend {
-		cands = append(cands, i)
+	budget := st.rechecked[ev.side] < recheckBudget
+	if len(pend) > 0 {
+		// A pending rule can only gain a new match through new bytes: run
+		// it again when one of its contents is among them, or, while the
+		// direction's re-check budget lasts, when it has a pcre (which
+		// the new bytes may complete).
+		if pf.contents != nil {
+			pf.contents.scan(data, from, func(i int32) {
+				if _, ok := pend[i]; ok {
+					cands = append(cands, i)
+				}
+			})
+		}
+		if budget {
+			for i := range pend {
+				if e.rs.rules[i].pcre {
+					cands = append(cands, i)
+				}
+			}
+		}
 	}
 	cands = mergeSorted(cands, pf.always)
-	var bufs [rule.NumBuffers][]byte
-	bufs[rule.BufPayload] = data
+	lookback := streamLookback
+	if !budget {
+		lookback = shortLookback
+	}
+	lo := max(0, from-lookback)
 	for _, idx := range cands {
 		r := e.rs.rules[idx]
 		if !e.header(ev, r) {
 			continue
 		}
-		if !matchAll(r, &bufs) {
+		if st.rechecked[ev.side] < recheckBudget {
+			if st.rechecked[ev.side] += from - lo; st.rechecked[ev.side] >= recheckBudget {
+				e.n.lookbackCut.Add(1)
+			}
+		}
+		// Only a match ending in the new bytes is new: the older ones
+		// were reported when their bytes arrived.
+		if !matchStream(r.byBuffer[rule.BufPayload], data, from, lo) {
 			// Its other contents may arrive with later segments.
 			if r.fast != nil && len(pend) < maxPending {
 				if pend == nil {

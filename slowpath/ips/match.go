@@ -15,45 +15,84 @@ const maxMatchSteps = 20000
 // Suricata's semantics: offset/depth from the buffer start,
 // distance/within from the end of the previous match in the same buffer,
 // and backtracking over earlier matches when a later relative one fails.
+//
+// On a stream it also takes after and lo: the bytes up to after were
+// inspected before, so only a match that ends past after is new (one of
+// its contents or pcres ends there), and searches not anchored by
+// offset/depth or by a previous match start no earlier than lo.
 type matcher struct {
 	ms    []rule.Match
 	data  []byte
 	steps int
+	after int  // a match must end past this offset (-1: any match)
+	lo    int  // unanchored searches start here or later
+	force int  // this match must itself end past after (-1: none)
+	found bool // some match was found, new or not
 }
 
-func matchBuffer(ms []rule.Match, data []byte) bool {
+// matchBuffer says whether ms match data.
+func matchBuffer(ms []rule.Match, data []byte) bool { return matchStream(ms, data, -1, 0) }
+
+// matchStream says whether ms match data with a match that ends past
+// after (see matcher).
+func matchStream(ms []rule.Match, data []byte, after, lo int) bool {
 	if len(ms) == 0 {
+		return after < 0
+	}
+	m := matcher{ms: ms, data: data, after: after, lo: lo, force: -1}
+	if m.from(0, 0, -1) {
 		return true
 	}
-	m := matcher{ms: ms, data: data}
-	return m.from(0, 0)
+	if after < 0 || !m.found {
+		return false
+	}
+	// Only old matches were found first: look for one in which some
+	// content or pcre is placed to end in the new bytes, trying each.
+	for k := len(ms) - 1; k >= 0; k-- {
+		if isNegated(ms[k]) {
+			continue
+		}
+		m.force, m.steps = k, 0
+		if m.from(0, 0, -1) {
+			return true
+		}
+	}
+	return false
 }
 
-func (m *matcher) from(i, prevEnd int) bool {
+// from places ms[i:] given the end of the previous match and the furthest
+// end so far.
+func (m *matcher) from(i, prevEnd, furthest int) bool {
 	if i == len(m.ms) {
-		return true
+		m.found = true
+		return furthest > m.after
 	}
 	m.steps++
 	if m.steps > maxMatchSteps {
 		return false
 	}
 	// Only a relative successor makes it worth retrying this match later
-	// in the buffer.
+	// in the buffer (or, forced, finding one that ends in the new bytes).
 	retry := i+1 < len(m.ms) && isRelative(m.ms[i+1])
+	forced := i == m.force
 	if c := m.ms[i].Content; c != nil {
-		start, end := window(c, prevEnd, len(m.data))
+		start, end := window(c, prevEnd, len(m.data), m.lo)
 		if c.Negated {
 			if start <= end && index(m.data[start:end], c) >= 0 {
 				return false
 			}
-			return m.from(i+1, prevEnd)
+			return m.from(i+1, prevEnd, furthest)
+		}
+		if forced {
+			start = max(start, m.after-len(c.Pattern)+1)
 		}
 		for start <= end {
 			j := index(m.data[start:end], c)
 			if j < 0 {
 				return false
 			}
-			if m.from(i+1, start+j+len(c.Pattern)) {
+			e := start + j + len(c.Pattern)
+			if m.from(i+1, e, max(furthest, e)) {
 				return true
 			}
 			if !retry {
@@ -67,26 +106,37 @@ func (m *matcher) from(i, prevEnd int) bool {
 	// With R the subject starts where the previous match ended (so ^
 	// anchors there, as in Suricata); a retry keeps that subject and only
 	// moves the start, as PCRE's start offset does.
-	base := 0
+	base, off := 0, 0
 	if pc.Relative {
 		base = prevEnd
+	} else {
+		off = m.lo
 	}
 	if base > len(m.data) {
-		return pc.Negated && m.from(i+1, prevEnd)
+		return pc.Negated && m.from(i+1, prevEnd, furthest)
 	}
 	subject := m.data[base:]
 	if pc.Negated {
-		if pc.Regexp.Match(subject) {
+		if _, _, ok := pc.FindFrom(subject, off); ok {
 			return false
 		}
-		return m.from(i+1, prevEnd)
+		return m.from(i+1, prevEnd, furthest)
 	}
-	for off := 0; off <= len(subject); {
+	for off <= len(subject) {
 		s, e, ok := pc.FindFrom(subject, off)
 		if !ok {
 			return false
 		}
-		if m.from(i+1, base+e) {
+		e += base
+		if forced && e <= m.after {
+			// An old match: look further for one ending in new bytes.
+			if m.steps++; m.steps > maxMatchSteps {
+				return false
+			}
+			off = s + 1
+			continue
+		}
+		if m.from(i+1, e, max(furthest, e)) {
 			return true
 		}
 		if !retry {
@@ -97,12 +147,17 @@ func (m *matcher) from(i, prevEnd int) bool {
 	return false
 }
 
+func isNegated(m rule.Match) bool {
+	return m.Content != nil && m.Content.Negated || m.PCRE != nil && m.PCRE.Negated
+}
+
 func isRelative(m rule.Match) bool {
 	return m.Content != nil && m.Content.Relative || m.PCRE != nil && m.PCRE.Relative
 }
 
-// window is where content c may lie: [start, end) of data.
-func window(c *rule.Content, prevEnd, n int) (int, int) {
+// window is where content c may lie: [start, end) of data; a content
+// anchored by neither depth nor a previous match starts at lo or later.
+func window(c *rule.Content, prevEnd, n, lo int) (int, int) {
 	start, end := 0, n
 	if c.Relative {
 		start = prevEnd
@@ -117,6 +172,8 @@ func window(c *rule.Content, prevEnd, n int) (int, int) {
 		start = c.Offset
 		if c.Depth > 0 {
 			end = c.Offset + c.Depth
+		} else {
+			start = max(start, lo)
 		}
 	}
 	end = min(end, n)

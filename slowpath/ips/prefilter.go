@@ -12,6 +12,10 @@ import (
 type prefilter struct {
 	buffers [rule.NumBuffers]*bufferPrefilter
 	always  []int32 // rule indexes, ascending
+	// contents (stream point only) is over every positive payload content
+	// of the rules with a fast pattern: a rule left pending on a direction
+	// is evaluated again only when one of its contents is in new bytes.
+	contents *bufferPrefilter
 }
 
 type bufferPrefilter struct {
@@ -22,15 +26,46 @@ type bufferPrefilter struct {
 	maxLen    int
 }
 
+// patterns collects lower-cased patterns and the rules of each.
+type patterns struct {
+	ids    map[string]int
+	list   [][]byte
+	byPat  [][]int32
+	maxLen int
+}
+
+func (a *patterns) add(pattern []byte, idx int) {
+	if a.ids == nil {
+		a.ids = map[string]int{}
+	}
+	// The automaton is ASCII case-insensitive: one lower-cased pattern
+	// serves both kinds, and evaluation checks the case.
+	key := asciiLower(pattern)
+	id, ok := a.ids[key]
+	if !ok {
+		id = len(a.list)
+		a.ids[key] = id
+		a.list = append(a.list, []byte(key))
+		a.byPat = append(a.byPat, nil)
+		a.maxLen = max(a.maxLen, len(key))
+	}
+	if n := len(a.byPat[id]); n == 0 || a.byPat[id][n-1] != int32(idx) {
+		a.byPat[id] = append(a.byPat[id], int32(idx))
+	}
+}
+
+func (a *patterns) build() *bufferPrefilter {
+	if a == nil || len(a.list) == 0 {
+		return nil
+	}
+	builder := ac.NewAhoCorasickBuilder(ac.Opts{AsciiCaseInsensitive: true, MatchKind: ac.StandardMatch, DFA: true})
+	return &bufferPrefilter{automaton: builder.BuildByte(a.list), byPattern: a.byPat, maxLen: a.maxLen}
+}
+
 func buildPrefilter(rules []*compiled, p point) *prefilter {
 	pf := &prefilter{}
-	type acc struct {
-		ids      map[string]int
-		patterns [][]byte
-		byPat    [][]int32
-		maxLen   int
-	}
-	var accs [rule.NumBuffers]*acc
+	var accs [rule.NumBuffers]*patterns
+	var contents patterns
 	for _, r := range rules {
 		if r.point != p {
 			continue
@@ -41,29 +76,22 @@ func buildPrefilter(rules []*compiled, p point) *prefilter {
 		}
 		a := accs[r.fastBuffer]
 		if a == nil {
-			a = &acc{ids: map[string]int{}}
+			a = &patterns{}
 			accs[r.fastBuffer] = a
 		}
-		// The automaton is ASCII case-insensitive: one lower-cased
-		// pattern serves both kinds, and evaluation checks the case.
-		key := asciiLower(r.fast.Pattern)
-		id, ok := a.ids[key]
-		if !ok {
-			id = len(a.patterns)
-			a.ids[key] = id
-			a.patterns = append(a.patterns, []byte(key))
-			a.byPat = append(a.byPat, nil)
-			a.maxLen = max(a.maxLen, len(key))
+		a.add(r.fast.Pattern, r.idx)
+		if p == atStream {
+			for _, m := range r.byBuffer[rule.BufPayload] {
+				if c := m.Content; c != nil && !c.Negated {
+					contents.add(c.Pattern, r.idx)
+				}
+			}
 		}
-		a.byPat[id] = append(a.byPat[id], int32(r.idx))
 	}
 	for b, a := range accs {
-		if a == nil {
-			continue
-		}
-		builder := ac.NewAhoCorasickBuilder(ac.Opts{AsciiCaseInsensitive: true, MatchKind: ac.StandardMatch, DFA: true})
-		pf.buffers[b] = &bufferPrefilter{automaton: builder.BuildByte(a.patterns), byPattern: a.byPat, maxLen: a.maxLen}
+		pf.buffers[b] = a.build()
 	}
+	pf.contents = contents.build()
 	return pf
 }
 

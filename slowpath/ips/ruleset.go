@@ -32,6 +32,7 @@ type compiled struct {
 	byBuffer   [rule.NumBuffers][]rule.Match
 	fast       *rule.Content // nil: the rule is always evaluated
 	fastBuffer rule.Buffer
+	pcre       bool // has a positive pcre on the payload
 }
 
 // RuleSet is a compiled, immutable set of rules shared by engines.
@@ -148,6 +149,9 @@ func compileRule(cfg *Config, r *rule.Rule) (*compiled, error) {
 	}
 	for _, m := range r.Matches {
 		c.byBuffer[m.Buffer] = append(c.byBuffer[m.Buffer], m)
+		if m.Buffer == rule.BufPayload && m.PCRE != nil && !m.PCRE.Negated {
+			c.pcre = true
+		}
 	}
 	switch {
 	case r.Proto == rule.ProtoHTTP || r.UsesHTTP():

@@ -1,0 +1,5 @@
+//go:build !race
+
+package ips
+
+const raceEnabled = false

@@ -1,0 +1,108 @@
+package ips
+
+import (
+	"bytes"
+	"fmt"
+	"math/rand"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/palisade/palisade/slowpath/inspect/craft"
+)
+
+// segments sends each part as its own client segment after a handshake.
+func segments(parts ...string) []craft.Frame {
+	e := &craft.Endpoints{}
+	c := e.NewTCP("10.0.0.5:40000", "192.0.2.10:8000")
+	fs := c.Handshake()
+	for _, p := range parts {
+		fs = append(fs, c.Send(true, []byte(p)))
+	}
+	return fs
+}
+
+// A stream match counts once: a later segment does not raise the matches
+// of the bytes before it again.
+func TestStreamMatchesOnce(t *testing.T) {
+	req := "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+	for _, c := range []struct {
+		name  string
+		rule  string
+		parts []string
+		want  int
+	}{
+		{"depth at the stream start", `content:"GET"; depth:3;`, []string{req, req, req, req}, 1},
+		{"pcre only", `pcre:"/Host: a/";`, []string{req, "x", "y", "z"}, 1},
+		{"content and pcre", `content:"GET"; pcre:"/HTTP\/1\.1/";`, []string{req, "x", "y"}, 1},
+		{"a new occurrence is a new match", `content:"attack";`, []string{"attack", "..", "attack", "attack"}, 3},
+		{"new occurrence of one content, old other", `content:"user"; content:"pass";`, []string{"user pass", "..", "user"}, 2},
+		{"split over the segment boundary", `content:"attack";`, []string{"att", "ack", "x"}, 1},
+		{"relative chain completed later", `content:"first"; content:"second"; distance:0;`, []string{"first ", "x", "second", "y"}, 1},
+		{"pcre completed later", `content:"key="; pcre:"/key=\d{4}/";`, []string{"key=12", "34", "z"}, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, `alert tcp any any -> any any (`+c.rule+` sid:1;)`)
+			h.run(segments(c.parts...)...)
+			if got := len(h.sids()); got != c.want {
+				t.Fatalf("%d alerts, want %d", got, c.want)
+			}
+		})
+	}
+}
+
+// An absolute content (depth from the stream start) still anchors a
+// relative match that arrives much later.
+func TestStreamDepthAnchorFarAway(t *testing.T) {
+	h := newHarness(t, `alert tcp any any -> any any (content:"HELO"; depth:4; content:"evil"; distance:0; sid:1;)`)
+	parts := []string{"HELO "}
+	for i := 0; i < 100; i++ {
+		parts = append(parts, strings.Repeat("x", 1400))
+	}
+	parts = append(parts, "evil")
+	h.run(segments(parts...)...)
+	if got := h.sids(); !slices.Equal(got, []uint32{1}) {
+		t.Fatalf("alerts %v", got)
+	}
+}
+
+// Rules whose fast pattern was seen but whose pcre never matches must not
+// be re-run over the whole stream on every later segment.
+func TestStreamPendingIsNotQuadratic(t *testing.T) {
+	var rules strings.Builder
+	for i := 0; i < 50; i++ {
+		fmt.Fprintf(&rules, "alert tcp any any -> any any (content:\"trigger%02d\"; fast_pattern; pcre:\"/[a-w]{3}qN/\"; sid:%d;)\n", i, i+1)
+	}
+	h := newHarness(t, rules.String())
+	r := rand.New(rand.NewSource(1))
+	var first bytes.Buffer
+	for i := 0; i < 50; i++ {
+		fmt.Fprintf(&first, "trigger%02d ", i)
+	}
+	e := &craft.Endpoints{}
+	c := e.NewTCP("10.0.0.5:40000", "192.0.2.10:8000")
+	fs := craft.Seq(c.Handshake(), c.Send(true, first.Bytes()))
+	filler := make([]byte, 1448)
+	for len(fs) < 4+(512<<10)/len(filler) {
+		for i := range filler {
+			filler[i] = byte('a' + r.Intn(23))
+		}
+		fs = append(fs, c.Send(true, filler))
+	}
+	limit := 5 * time.Second // it took over 3 minutes when every segment re-ran them over the whole stream
+	if raceEnabled {
+		limit *= 12
+	}
+	start := time.Now()
+	h.run(fs...)
+	if d := time.Since(start); d > limit {
+		t.Fatalf("512 KiB flow took %s", d)
+	}
+	if n := len(h.sids()); n != 0 {
+		t.Fatalf("%d alerts", n)
+	}
+	if s := h.e.Stats(); s.LookbackCut != 1 {
+		t.Fatalf("the direction's re-check budget was not spent: %+v", s)
+	}
+}
