@@ -3,6 +3,7 @@ package channel
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -267,5 +268,44 @@ func TestSessionRTT(t *testing.T) {
 	}
 	if rtt := host.RTT(); rtt <= 0 || rtt > time.Second {
 		t.Fatalf("keepalive RTT %s", rtt)
+	}
+}
+
+// TestLargeFrameAfterQuietSpellIsWritten sends a frame larger than the
+// Writer's buffer long after the last write: the part that goes straight to
+// the connection must be written under a fresh deadline, not the last one.
+func TestLargeFrameAfterQuietSpellIsWritten(t *testing.T) {
+	host, app := boundSessions(t, SessionConfig{DeadAfter: 100 * time.Millisecond}, SessionConfig{})
+	go func() { _, _ = io.Copy(io.Discard, app.conn) }()
+	small, _ := AppendEventBatch(nil, []EventRecord{{Kind: EventEngineStatus, Body: []byte(`{}`)}})
+	if err := host.writeBatch([]outFrame{{TypeEventBatch, small}}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(200 * time.Millisecond) // the deadline that write set has passed
+	big, err := AppendEventBatch(nil, []EventRecord{{Kind: EventAlert, Body: make([]byte, 60<<10)},
+		{Kind: EventAlert, Body: make([]byte, 60<<10)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := host.writeBatch([]outFrame{{TypeEventBatch, big}}); err != nil {
+		t.Fatalf("a %d-byte frame after a quiet spell: %v", len(big), err)
+	}
+}
+
+func TestSendReportsAFullQueue(t *testing.T) {
+	host, _ := boundSessions(t, SessionConfig{QueueDepth: 1}, SessionConfig{})
+	host.qmu.Lock()
+	host.writing = true // a write is in progress: frames queue
+	host.qmu.Unlock()
+	p, _ := Ping{Token: 1}.Marshal()
+	if err := host.Send(TypePing, p); err != nil {
+		t.Fatal(err)
+	}
+	if err := host.Send(TypePing, p); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("second frame into a queue of one: %v", err)
+	}
+	host.Close(errors.New("test over"))
+	if err := host.Send(TypePing, p); !errors.Is(err, ErrSessionClosed) {
+		t.Fatalf("after close: %v", err)
 	}
 }

@@ -42,6 +42,9 @@ func (r Role) peerMay(t FrameType) bool {
 // ErrSessionClosed is returned by Send once the session has ended.
 var ErrSessionClosed = errors.New("session closed")
 
+// ErrQueueFull is returned by Send when QueueDepth frames already wait.
+var ErrQueueFull = errors.New("send queue full")
+
 // DeadPeerError means nothing arrived from the peer within the dead-peer bound.
 type DeadPeerError struct{ Silent time.Duration }
 
@@ -122,9 +125,11 @@ func NewSession(c *Conn, cfg SessionConfig) *Session {
 // into few writes.
 const directWriteGap = 50 * time.Microsecond
 
-// Send queues a frame, or writes it at once if the session is idle. It never
-// waits for a busy connection: a full queue is an error the caller counts
-// (a punt then falls back to the guest's fail policy).
+// Send queues a frame, or writes it at once if the session is idle. The
+// direct write blocks while the connection takes the frame, up to DeadAfter
+// (then the session ends); a queued frame never waits, and a full queue is
+// ErrQueueFull, which the caller counts (a punt then falls back to the
+// guest's fail policy).
 func (s *Session) Send(t FrameType, payload []byte) error {
 	select {
 	case <-s.done:
@@ -146,7 +151,7 @@ func (s *Session) Send(t FrameType, payload []byte) error {
 	}
 	if len(s.queue) >= s.cfg.QueueDepth {
 		s.qmu.Unlock()
-		return fmt.Errorf("send %s: queue of %d frames is full", t, s.cfg.QueueDepth)
+		return fmt.Errorf("send %s: %w (%d frames)", t, ErrQueueFull, s.cfg.QueueDepth)
 	}
 	s.queue = append(s.queue, outFrame{t, payload})
 	writing := s.writing
@@ -178,13 +183,15 @@ func (s *Session) release() {
 // writeBatch writes frames and flushes them in one write (the Writer's
 // buffer permitting), under the dead-peer bound.
 func (s *Session) writeBatch(frames []outFrame) error {
+	// The deadline comes first: whatever does not fit the Writer's buffer
+	// goes straight to the connection while the frames are written.
+	_ = s.conn.SetWriteDeadline(time.Now().Add(s.cfg.DeadAfter))
 	w := s.conn.W
 	for _, f := range frames {
 		if err := s.write(f.t, f.p); err != nil {
 			return err
 		}
 	}
-	_ = s.conn.SetWriteDeadline(time.Now().Add(s.cfg.DeadAfter))
 	err := w.Flush()
 	s.writeCalls.Add(1)
 	s.lastWrite.Store(time.Now().UnixNano())
