@@ -107,6 +107,7 @@ type host struct {
 type hostOpts struct {
 	version     string
 	unboundWarn time.Duration
+	handler     bindserver.Handler
 }
 
 func startHost(t *testing.T, site *lab.Site, o hostOpts) *host {
@@ -120,7 +121,7 @@ func startHost(t *testing.T, site *lab.Site, o hostOpts) *host {
 		Self:     channel.Identity{Version: channel.MustParseVersion(o.version), Revision: 1, Capabilities: channel.CapIPS | channel.CapWRS | channel.CapEvents, ID: "esx-01"},
 		Secret:   secret,
 		Endpoint: channel.DefaultBindAddress, UnboundWarnEvery: o.unboundWarn,
-		Log: h.logs.logger(t, "fastpathd"),
+		Log: h.logs.logger(t, "fastpathd"), Handler: o.handler,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -146,6 +147,7 @@ type appOpts struct {
 	version string
 	secret  func() ([]byte, error)
 	caps    channel.Capabilities
+	handler bindclient.Handler
 }
 
 func startAppliance(t *testing.T, ns *lab.Namespace, o appOpts) *appliance {
@@ -170,6 +172,7 @@ func startAppliance(t *testing.T, ns *lab.Namespace, o appOpts) *appliance {
 		Secret:     o.secret,
 		BackoffMax: 500 * time.Millisecond,
 		Log:        a.logs.logger(t, "slowpathd "+ns.Name),
+		Handler:    o.handler,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -496,5 +499,115 @@ func TestUnboundWarningIsRateLimited(t *testing.T) {
 	}
 	if st := h.srv.Status(); len(st.EnginesOff) != 0 {
 		t.Fatalf("engines offline while bound with ips,wrs: %v", st.EnginesOff)
+	}
+}
+
+// slowUnbinder is a handler whose Unbound takes a while (as the punt
+// engine's does, deciding what it holds); it records a Bound that comes
+// while an Unbound is still running.
+type slowUnbinder struct {
+	delay     time.Duration
+	mu        sync.Mutex
+	unbinding bool
+	bounds    int
+	overlaps  int
+}
+
+func (h *slowUnbinder) Bound(*channel.Session, channel.Result) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.bounds++
+	if h.unbinding {
+		h.overlaps++
+	}
+}
+
+func (h *slowUnbinder) Unbound(error) {
+	h.mu.Lock()
+	h.unbinding = true
+	h.mu.Unlock()
+	time.Sleep(h.delay)
+	h.mu.Lock()
+	h.unbinding = false
+	h.mu.Unlock()
+}
+
+func (h *slowUnbinder) HandleFrame(channel.Frame) error { return nil }
+
+func (h *slowUnbinder) counts() (bounds, overlaps int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.bounds, h.overlaps
+}
+
+// TestNextBindingWaitsForUnbound loses a binding while a second slow path
+// keeps asking: it is admitted only once the handler has let go of the first
+// (else the first's Unbound would stop inspection under the second).
+func TestNextBindingWaitsForUnbound(t *testing.T) {
+	s := site(t, 2)
+	hd := &slowUnbinder{delay: 1500 * time.Millisecond}
+	h := startHost(t, s, hostOpts{handler: hd})
+	first := startAppliance(t, s.Appliances[0], appOpts{})
+	waitState(t, "fast path", h.srv.Status, channel.StateBound, 3*time.Second)
+	second := startAppliance(t, s.Appliances[1], appOpts{})
+	second.logs.wait(t, "binding rejected by fast path: already bound", 3*time.Second)
+	first.stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if b, _ := hd.counts(); b == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second slow path was never bound")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if _, overlaps := hd.counts(); overlaps != 0 {
+		t.Fatal("the second slow path was bound while the first's Unbound still ran")
+	}
+}
+
+// eventCounter is a slow-path handler that counts the event batches it gets.
+type eventCounter struct{ n atomic.Int64 }
+
+func (e *eventCounter) Bound(*channel.Session, channel.Result) {}
+func (e *eventCounter) Unbound(error)                          {}
+func (e *eventCounter) HandleFrame(f channel.Frame) error {
+	if f.Type == channel.TypeEventBatch {
+		e.n.Add(1)
+	}
+	return nil
+}
+
+func TestEventsOnlyWhenNegotiated(t *testing.T) {
+	ev := channel.EventRecord{Kind: channel.EventGuestProtectionFailed, Body: []byte(`{"guest":"g1"}`)}
+	for _, c := range []struct {
+		name string
+		caps channel.Capabilities
+		want error
+	}{{"without", channel.CapIPS, bindserver.ErrNoEvents}, {"with", channel.CapIPS | channel.CapEvents, nil}} {
+		t.Run(c.name, func(t *testing.T) {
+			s := site(t, 1)
+			h := startHost(t, s, hostOpts{})
+			got := &eventCounter{}
+			startAppliance(t, s.Appliances[0], appOpts{caps: c.caps, handler: got})
+			waitState(t, "fast path", h.srv.Status, channel.StateBound, 3*time.Second)
+			for i := 0; i < 3; i++ {
+				if err := h.srv.Publish(ev); err != c.want {
+					t.Fatalf("publish: %v, want %v", err, c.want)
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+			want := int64(3)
+			if c.want != nil {
+				want = 0
+				if n := len(h.logs.find("slow path did not negotiate events")); n != 1 {
+					t.Errorf("logged %d times, want once per binding", n)
+				}
+			}
+			if n := got.n.Load(); n != want {
+				t.Fatalf("the slow path received %d event batches, want %d", n, want)
+			}
+		})
 	}
 }

@@ -46,7 +46,8 @@ type Server struct {
 	mu      sync.Mutex
 	claimed bool // an authenticated slow path holds (or is completing) the binding
 
-	sessionID atomic.Uint64
+	sessionID      atomic.Uint64
+	noEventsLogged atomic.Pointer[channel.Session] // the binding Publish last said takes no events
 }
 
 // New checks cfg and applies defaults.
@@ -160,11 +161,13 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	}
 	reason := sess.Run(ctx)
 	s.tracker.Unbound(sess, reason, channel.StateListening)
-	s.unclaim()
 	log.WithFields(logrus.Fields{"appliance": res.Peer.ID, "reason": errString(reason)}).Warn("slow path binding lost")
+	// The handler lets go of this binding before the next slow path may be
+	// admitted: otherwise its Unbound could undo the next one's Bound.
 	if h := s.cfg.Handler; h != nil {
 		h.Unbound(reason)
 	}
+	s.unclaim()
 }
 
 func (s *Server) handleFrame(f channel.Frame) error {
@@ -192,6 +195,9 @@ type AlreadyBoundError struct {
 }
 
 func (e *AlreadyBoundError) Error() string {
+	if e.ID == "" && e.Since.IsZero() {
+		return "already bound: another slow path is completing its binding or being let go; one slow path per host"
+	}
 	return fmt.Sprintf("already bound: slow path %q from %s holds this host's binding since %s; one slow path per host",
 		e.ID, e.Peer, e.Since.UTC().Format(time.RFC3339))
 }
@@ -200,7 +206,7 @@ func (s *Server) claim() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.claimed {
-		e := &AlreadyBoundError{Peer: "(binding in progress)"}
+		e := &AlreadyBoundError{Peer: "(binding in progress or ending)"}
 		if sess, res, since := s.tracker.Binding(); sess != nil {
 			e.Peer, e.ID, e.Since = sess.Conn().RemoteAddr().String(), res.Peer.ID, since
 		}
@@ -266,11 +272,22 @@ func (s *Server) Session() *channel.Session { return s.tracker.Session() }
 // ErrNotBound is returned by Publish while no slow path is bound.
 var ErrNotBound = errors.New("no slow path bound")
 
-// Publish sends events to the bound slow path.
+// ErrNoEvents is returned by Publish when the bound slow path did not
+// negotiate the events capability: it is sent no EVENT_BATCH.
+var ErrNoEvents = errors.New("the bound slow path did not negotiate events")
+
+// Publish sends events to the bound slow path, if it negotiated events.
 func (s *Server) Publish(recs ...channel.EventRecord) error {
-	sess := s.tracker.Session()
+	sess, res, _ := s.tracker.Binding()
 	if sess == nil {
 		return ErrNotBound
+	}
+	if !res.Negotiated.Has(channel.CapEvents) {
+		if s.noEventsLogged.Swap(sess) != sess { // once per binding
+			s.cfg.Log.WithFields(logrus.Fields{"appliance": res.Peer.ID, "capabilities": res.Negotiated.String()}).
+				Warn("slow path did not negotiate events: events are not sent to it")
+		}
+		return ErrNoEvents
 	}
 	p, err := channel.AppendEventBatch(nil, recs)
 	if err != nil {
