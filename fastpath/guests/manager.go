@@ -172,6 +172,8 @@ func (m *Manager) Activate(guestID, vnic string, pol *policy.Policy) (err error)
 	}
 	ifindex := link.Attrs().Index
 
+	var refused *heap.ExhaustedError
+	defer func() { m.protectionFailed(refused) }() // after the unlock below
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if _, ok := m.guests[guestID]; ok {
@@ -189,6 +191,7 @@ func (m *Manager) Activate(guestID, vnic string, pol *policy.Policy) (err error)
 	// Memory first: a guest that does not fit is refused before anything
 	// of it exists, and no other guest is touched.
 	if err := m.reserve(guestID, pol, compiled); err != nil {
+		errors.As(err, &refused)
 		return fmt.Errorf("activate %s: %w", guestID, err)
 	}
 	slot, err := m.allocSlot()
@@ -223,6 +226,13 @@ func (m *Manager) Activate(guestID, vnic string, pol *policy.Policy) (err error)
 	if err := m.dp.ResetCounters(slot); err != nil {
 		return fmt.Errorf("activate %s: %w", guestID, err)
 	}
+	now := time.Now()
+	g := &guest{ID: guestID, VNIC: vnic, Ifindex: ifindex, Slot: slot, Policy: pol, Installed: installed,
+		ActivatedAt: now, UpdatedAt: now, compiled: compiled}
+	// The packet path learns whose slot this is before any packet of the
+	// guest can be held: one held earlier would belong to no guest.
+	m.publishSlot(g)
+	undo = append(undo, func() error { m.bySlot.Delete(slot); return nil })
 	// Attach first: with no configuration for the vNIC yet the programs
 	// pass everything, so traffic flows on untouched until the next step
 	// switches protection on in one map update.
@@ -230,9 +240,6 @@ func (m *Manager) Activate(guestID, vnic string, pol *policy.Policy) (err error)
 		return fmt.Errorf("activate %s: %w", guestID, err)
 	}
 	undo = append(undo, func() error { return m.dp.Detach(ifindex) })
-	now := time.Now()
-	g := &guest{ID: guestID, VNIC: vnic, Ifindex: ifindex, Slot: slot, Policy: pol, Installed: installed,
-		ActivatedAt: now, UpdatedAt: now, compiled: compiled}
 	if err := m.dp.SetVNIC(ifindex, m.config(g, datapath.Monotonic()+time.Duration(pol.PickupGrace))); err != nil {
 		return fmt.Errorf("activate %s: %w", guestID, err)
 	}
@@ -242,13 +249,13 @@ func (m *Manager) Activate(guestID, vnic string, pol *policy.Policy) (err error)
 		delete(m.guests, guestID)
 		return fmt.Errorf("activate %s: %w", guestID, err)
 	}
-	m.publishSlot(g)
 	m.log.WithFields(logrus.Fields{"guest": guestID, "vnic": vnic, "ifindex": ifindex, "slot": slot,
 		"rules": len(pol.Rules), "mode": pol.Mode, "policy_id": id}).Info("guest protected")
 	return nil
 }
 
-// reserve admits a guest's memory, or reports and refuses it.
+// reserve admits a guest's memory, or logs and refuses it (the caller tells
+// OnProtectionFailed, once it has released m.mu).
 func (m *Manager) reserve(guestID string, pol *policy.Policy, c *policy.Compiled) error {
 	if m.cfg.Budget == nil {
 		return nil
@@ -258,11 +265,16 @@ func (m *Manager) reserve(guestID string, pol *policy.Policy, c *policy.Compiled
 	if errors.As(err, &ex) {
 		m.log.WithFields(logrus.Fields{"guest": guestID, "need_bytes": ex.Need, "free_bytes": ex.Free, "max_bytes": ex.Max}).
 			Error("out of memory, guest protection failed")
-		if m.cfg.OnProtectionFailed != nil {
-			m.cfg.OnProtectionFailed(ex)
-		}
 	}
 	return err
+}
+
+// protectionFailed tells OnProtectionFailed of a refused guest. Never under
+// m.mu: the callback may publish over the network, or ask the manager.
+func (m *Manager) protectionFailed(ex *heap.ExhaustedError) {
+	if ex != nil && m.cfg.OnProtectionFailed != nil {
+		m.cfg.OnProtectionFailed(ex)
+	}
 }
 
 func (m *Manager) release(guestID string) {
@@ -286,6 +298,8 @@ func (m *Manager) UpdatePolicy(guestID string, pol *policy.Policy) error {
 	if err != nil {
 		return fmt.Errorf("update %s: %w", guestID, err)
 	}
+	var refused *heap.ExhaustedError
+	defer func() { m.protectionFailed(refused) }() // after the unlock below
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	g, ok := m.guests[guestID]
@@ -295,6 +309,7 @@ func (m *Manager) UpdatePolicy(guestID string, pol *policy.Policy) error {
 	// The new policy's memory replaces the old one's; if it does not fit
 	// the guest keeps its current policy.
 	if err := m.reserve(guestID, pol, compiled); err != nil {
+		errors.As(err, &refused)
 		return fmt.Errorf("update %s: %w", guestID, err)
 	}
 	restore := func() {
@@ -329,8 +344,16 @@ func (m *Manager) UpdatePolicy(guestID string, pol *policy.Policy) error {
 		restore()
 		return errors.Join(fmt.Errorf("update %s: %w", guestID, err), m.dp.RemovePolicy(installed, compiled))
 	}
+	prev := *g
 	*g = next
 	m.publishSlot(g)
+	// The state file names the new policy before the old one is gone: a
+	// swap that cannot be recorded is undone while it still can be, so
+	// what runs, what the API says and what a restart restores agree.
+	if err := m.save(); err != nil {
+		*g = prev
+		return errors.Join(fmt.Errorf("update %s: %w", guestID, err), m.undoUpdate(g, &next, resized))
+	}
 	// No packet may still be reading the old policy when its space is
 	// reused.
 	if err := m.dp.Barrier(); err != nil {
@@ -338,11 +361,31 @@ func (m *Manager) UpdatePolicy(guestID string, pol *policy.Policy) error {
 	} else if err := m.dp.RemovePolicy(old, oldCompiled); err != nil {
 		m.log.WithError(err).WithField("guest", guestID).Warn("removing the previous policy")
 	}
-	if err := m.save(); err != nil {
-		return fmt.Errorf("update %s: %w", guestID, err)
-	}
 	m.log.WithFields(logrus.Fields{"guest": guestID, "rules": len(pol.Rules), "mode": pol.Mode, "policy_id": id}).Info("guest policy updated")
 	return nil
+}
+
+// undoUpdate puts guest g, restored to its previous configuration, back in
+// force after a swap to next could not be recorded, and frees next's space.
+func (m *Manager) undoUpdate(g, next *guest, resized bool) error {
+	m.publishSlot(g)
+	if m.cfg.Budget != nil {
+		_ = m.cfg.Budget.Reserve(m.cfg.Costs.ForPolicy(g.ID, g.Policy, g.compiled))
+	}
+	pickup := time.Duration(0)
+	if resized {
+		if err := m.dp.ResizeTables(g.Slot, g.Policy.MaxTCP, g.Policy.MaxUDP); err != nil {
+			return fmt.Errorf("undo: %w", err)
+		}
+		pickup = datapath.Monotonic() + 10*time.Second
+	}
+	if err := m.dp.SetVNIC(g.Ifindex, m.config(g, pickup)); err != nil {
+		return fmt.Errorf("undo: %w", err)
+	}
+	if err := m.dp.Barrier(); err != nil {
+		return fmt.Errorf("undo: %w", err)
+	}
+	return m.dp.RemovePolicy(next.Installed, next.compiled)
 }
 
 // Deactivate stops protecting a guest. Its vNIC's configuration goes first,
@@ -503,18 +546,24 @@ func (m *Manager) Run(ctx context.Context) {
 
 // SweepOnce expires idle connections of every guest now.
 func (m *Manager) SweepOnce() {
+	// What the sweep needs is copied under the lock: UpdatePolicy replaces
+	// a guest's record in place.
+	type sweep struct {
+		id   string
+		slot uint32
+		to   datapath.Timeouts
+	}
 	m.mu.Lock()
-	gs := make([]*guest, 0, len(m.guests))
+	gs := make([]sweep, 0, len(m.guests))
 	for _, g := range m.guests {
-		gs = append(gs, g)
+		gs = append(gs, sweep{g.ID, g.Slot, timeouts(g.Policy)})
 	}
 	m.mu.Unlock()
 	for _, g := range gs {
-		to := timeouts(g.Policy)
-		if _, _, removed, err := m.dp.Sweep(g.Slot, to, datapath.Monotonic()); err != nil {
-			m.log.WithError(err).WithField("guest", g.ID).Warn("connection sweep failed")
+		if _, _, removed, err := m.dp.Sweep(g.slot, g.to, datapath.Monotonic()); err != nil {
+			m.log.WithError(err).WithField("guest", g.id).Warn("connection sweep failed")
 		} else if removed > 0 {
-			m.log.WithFields(logrus.Fields{"guest": g.ID, "expired": removed}).Debug("expired idle connections")
+			m.log.WithFields(logrus.Fields{"guest": g.id, "expired": removed}).Debug("expired idle connections")
 		}
 	}
 }
