@@ -60,6 +60,15 @@ type held struct {
 	released bool
 }
 
+// outPkt is a frame waiting to be written into the punt device: a held
+// packet going back (h set) or a reject's answer.
+type outPkt struct {
+	h    *held
+	b    []byte
+	mark uint32
+	err  error // the write's
+}
+
 type flowState struct {
 	queue    []*held // arrival order
 	offload  bool    // the slow path offloaded it: allow without asking
@@ -87,6 +96,16 @@ type Engine struct {
 	congested  map[uint32]bool // guests the datapath is told to shed
 	flowSweep  time.Time       // when idle flows were last forgotten
 	c          counters
+
+	// Frames to write, in the order they were settled. They are written
+	// after e.mu is released, by one goroutine at a time (flushing), so a
+	// slow punt device holds up neither the session's reader nor the
+	// timeouts, and a flow's packets still leave in order.
+	out, spare []outPkt
+	flushing   bool
+	closing    bool       // the socket is about to close: nothing more is written
+	flushed    *sync.Cond // on e.mu: flushing ended
+	writeWarn  time.Time  // when a failed write was last logged
 }
 
 // New creates the punt device and opens the engine's packet socket on it.
@@ -117,19 +136,51 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &Engine{cfg: cfg, dp: cfg.Datapath, sock: sock, log: cfg.Log, byID: map[uint64]*held{},
-		flows: map[flowKey]*flowState{}, guestPkts: map[uint32]int{}, guestBytes: map[uint32]int{}, congested: map[uint32]bool{}}
-	e.c.failOpen, e.c.failClosed = map[string]uint64{}, map[string]uint64{}
+	e := newEngine(cfg, sock)
+	// Nothing is held and no slow path is bound yet, whatever an earlier
+	// fastpathd left in the pinned maps: a guest it was shedding must not
+	// stay shed for good, nor packets be punted to a session not there.
+	err = errors.Join(e.dp.SetSlowPath(false), e.clearCongestion())
+	if err != nil {
+		_ = sock.close()
+		return nil, err
+	}
 	return e, nil
 }
 
+func newEngine(cfg Config, sock *packetSocket) *Engine {
+	e := &Engine{cfg: cfg, dp: cfg.Datapath, sock: sock, log: cfg.Log, byID: map[uint64]*held{},
+		flows: map[flowKey]*flowState{}, guestPkts: map[uint32]int{}, guestBytes: map[uint32]int{}, congested: map[uint32]bool{}}
+	e.c.failOpen, e.c.failClosed = map[string]uint64{}, map[string]uint64{}
+	e.flushed = sync.NewCond(&e.mu)
+	return e
+}
+
+// clearCongestion tells the datapath to shed no guest. Under e.mu (or
+// before the engine runs).
+func (e *Engine) clearCongestion() error {
+	clear(e.congested)
+	var errs []error
+	for slot := uint32(0); slot < datapath.MaxGuests; slot++ {
+		if err := e.dp.SetCongested(slot, false); err != nil {
+			errs = append(errs, err)
+			break // the map is unusable: one error says it
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Run reads held packets, expires verdicts and keeps the datapath's
-// heartbeat until ctx ends; then every held packet gets its guest's fail
-// decision and the datapath stops punting.
-func (e *Engine) Run(ctx context.Context) error {
+// heartbeat until ctx ends or reading fails; then every held packet gets its
+// guest's fail decision and the datapath stops punting.
+func (e *Engine) Run(parent context.Context) error {
 	if err := e.dp.Heartbeat(500 * time.Millisecond); err != nil {
 		return err
 	}
+	// The heartbeat stops with the reader: a datapath must not go on
+	// punting to a socket nobody reads.
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -152,17 +203,29 @@ func (e *Engine) Run(ctx context.Context) error {
 		}
 	}()
 	err := e.readLoop(ctx)
+	cancel()
 	wg.Wait()
 	// Stop punting before letting go of what is held, so nothing new
 	// arrives at a socket about to close.
 	_ = e.dp.SetSlowPath(false)
 	_ = e.dp.Heartbeat(0)
 	e.failAll("shutdown")
+	e.mu.Lock()
+	e.closing = true
+	for e.flushing {
+		e.flushed.Wait()
+	}
+	e.mu.Unlock()
 	return errors.Join(err, e.sock.close())
 }
 
+// readBufSize holds the largest frame the punt device delivers: the virtio
+// header, the metadata, Ethernet with a VLAN tag, and the largest IP packet
+// (an IPv6 header and 65,535 bytes of payload).
+const readBufSize = vnetHdrLen + datapath.PuntMetaSize + 18 + 40 + 65535
+
 func (e *Engine) readLoop(ctx context.Context) error {
-	buf := make([]byte, vnetHdrLen+datapath.PuntMTU+64)
+	buf := make([]byte, readBufSize)
 	var batch []channel.PuntRecord
 	var batchHeld []*held
 	size := 2
@@ -170,14 +233,24 @@ func (e *Engine) readLoop(ctx context.Context) error {
 		if len(batch) == 0 {
 			return
 		}
-		e.send(batch, batchHeld)
+		e.send(batch, batchHeld, size)
 		batch, batchHeld, size = batch[:0], batchHeld[:0], 2
 	}
 	for ctx.Err() == nil {
 		n, ok, err := e.sock.read(buf)
-		if err != nil {
+		switch {
+		case errors.Is(err, errTruncated):
+			e.mu.Lock()
+			e.c.malformed++
+			e.mu.Unlock()
+			e.log.WithError(err).Warn("held packet lost: larger than any the punt device should carry")
+			continue
+		case transientReadError(err):
 			e.log.WithError(err).Warn("reading held packets")
 			continue
+		case err != nil:
+			flush()
+			return fmt.Errorf("punt socket: %w", err)
 		}
 		if !ok {
 			flush() // nothing more waiting: send what we have now
@@ -208,6 +281,7 @@ func (e *Engine) readLoop(ctx context.Context) error {
 // take turns a frame read from the punt device into a punt record and, for
 // a held (not tapped) packet, a held entry. ok=false: decided already.
 func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
+	defer e.flush()
 	if len(raw) < vnetHdrLen+14+datapath.PuntMetaSize {
 		e.mu.Lock()
 		e.c.malformed++
@@ -240,7 +314,7 @@ func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 		e.mu.Unlock()
 		return rec, nil, true
 	}
-	g, _ := e.cfg.GuestOf(meta.Slot)
+	g, known := e.guest(meta.Slot)
 	h := &held{id: meta.PacketID, slot: meta.Slot, flow: flowKey{meta.Slot, meta.FlowID}, meta: meta, raw: raw,
 		mark: datapath.BackMark(meta.Ifindex, !meta.FromGuest, false), deadline: time.Now().Add(e.cfg.VerdictTimeout)}
 	e.mu.Lock()
@@ -257,6 +331,10 @@ func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 	e.order = append(e.order, h)
 	e.account(h, +1)
 	switch {
+	case !known:
+		// No guest holds the slot (yet, or any more): nothing says its
+		// packets may pass.
+		e.failOne(h, g, "unknown guest")
 	case fs.blocked:
 		e.decide(h, channel.ActionDrop, nil, "blocked")
 	case fs.offload:
@@ -274,18 +352,21 @@ func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 	return channel.PuntRecord{}, nil, false
 }
 
-// send ships a batch; a batch that cannot be sent fails its packets.
-func (e *Engine) send(batch []channel.PuntRecord, hs []*held) {
+// send ships a batch whose payload is size bytes; a batch that cannot be
+// sent fails its packets.
+func (e *Engine) send(batch []channel.PuntRecord, hs []*held, size int) {
 	s := e.sess.Load()
 	var err error
 	if s == nil {
 		err = errors.New("no slow path bound")
 	} else {
+		// A fresh buffer each time: the session may keep it queued.
 		var p []byte
-		if p, err = channel.AppendPuntBatch(make([]byte, 0, 1<<16), batch); err == nil {
+		if p, err = channel.AppendPuntBatch(make([]byte, 0, size), batch); err == nil {
 			err = s.Send(channel.TypePuntBatch, p)
 		}
 	}
+	defer e.flush()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if err == nil {
@@ -293,16 +374,44 @@ func (e *Engine) send(batch []channel.PuntRecord, hs []*held) {
 		e.c.batches++
 		return
 	}
+	why := sendFailure(s, err)
 	for _, h := range hs {
 		if h == nil || h.decided {
 			continue
 		}
-		g, _ := e.cfg.GuestOf(h.slot)
-		e.failOne(h, g, "queue full")
+		g, _ := e.guest(h.slot)
+		e.failOne(h, g, why)
 		if fs := e.flows[h.flow]; fs != nil {
 			e.release(fs)
 		}
 	}
+}
+
+// sendFailure names why a batch could not be sent to s, for the fail
+// counters.
+func sendFailure(s *channel.Session, err error) string {
+	switch {
+	case s == nil, errors.Is(err, channel.ErrSessionClosed):
+		return "unbound"
+	case errors.Is(err, channel.ErrQueueFull):
+		return "queue full"
+	}
+	select {
+	case <-s.Done(): // a write to the slow path failed and ended the session
+		return "unbound"
+	default:
+		return "send error"
+	}
+}
+
+// guest is what the engine knows of slot's guest; a slot no guest holds
+// fails closed.
+func (e *Engine) guest(slot uint32) (Guest, bool) {
+	g, ok := e.cfg.GuestOf(slot)
+	if !ok {
+		g = Guest{FailClosed: true}
+	}
+	return g, ok
 }
 
 // decide settles a held packet; release delivers it when its turn comes.
@@ -333,7 +442,6 @@ func (e *Engine) account(h *held, sign int) {
 	e.totalBytes += sign * len(h.raw)
 	pkts, bytes := e.guestPkts[h.slot], e.guestBytes[h.slot]
 	full := pkts >= e.cfg.GuestPackets || bytes >= e.cfg.GuestBytes || e.totalBytes >= e.cfg.TotalBytes
-	calm := pkts <= e.cfg.GuestPackets/2 && bytes <= e.cfg.GuestBytes/2 && e.totalBytes <= e.cfg.TotalBytes/2
 	switch {
 	case full && !e.congested[h.slot]:
 		e.congested[h.slot] = true
@@ -341,11 +449,31 @@ func (e *Engine) account(h *held, sign int) {
 		if err := e.dp.SetCongested(h.slot, true); err != nil {
 			e.log.WithError(err).Warn("cannot tell the datapath to shed")
 		}
-	case calm && e.congested[h.slot]:
-		delete(e.congested, h.slot)
-		if err := e.dp.SetCongested(h.slot, false); err != nil {
-			e.log.WithError(err).Warn("cannot tell the datapath to stop shedding")
+	case e.congested[h.slot] && e.calm(h.slot):
+		e.uncongest(h.slot)
+	}
+	// A guest can be shed for the host's bound while its own packets are
+	// few, and its last one can leave while the host is still busy: once
+	// the host is calm, every shed guest is looked at, not only this one.
+	if sign < 0 && len(e.congested) > 0 && e.totalBytes <= e.cfg.TotalBytes/2 {
+		for slot := range e.congested {
+			if e.calm(slot) {
+				e.uncongest(slot)
+			}
 		}
+	}
+}
+
+// calm says slot's guest and the host are back under half their bounds.
+func (e *Engine) calm(slot uint32) bool {
+	return e.guestPkts[slot] <= e.cfg.GuestPackets/2 && e.guestBytes[slot] <= e.cfg.GuestBytes/2 &&
+		e.totalBytes <= e.cfg.TotalBytes/2
+}
+
+func (e *Engine) uncongest(slot uint32) {
+	delete(e.congested, slot)
+	if err := e.dp.SetCongested(slot, false); err != nil {
+		e.log.WithError(err).Warn("cannot tell the datapath to stop shedding")
 	}
 }
 
@@ -372,19 +500,14 @@ func (e *Engine) release(fs *flowState) {
 }
 
 // finish delivers, drops or answers one decided packet and forgets it.
+// What goes back is written by flush, after e.mu is released.
 func (e *Engine) finish(h *held, fs *flowState) {
 	h.released = true
 	delete(e.byID, h.id)
 	e.account(h, -1)
 	switch h.action {
 	case channel.ActionAllow:
-		if err := e.sock.write(h.raw, h.mark); err != nil {
-			e.c.writeErrors++
-			e.dropped(h, fs)
-			e.log.WithError(err).Warn("reinjecting a held packet")
-			return
-		}
-		e.c.reinjected++
+		e.out = append(e.out, outPkt{h: h, b: h.raw, mark: h.mark})
 	case channel.ActionReject:
 		e.c.rejected++
 		e.dropped(h, fs)
@@ -425,15 +548,63 @@ func (e *Engine) answer(h *held) {
 	out = binary.BigEndian.AppendUint16(out, etype)
 	out = append(out, l3...)
 	// Toward the sender: to the guest if the guest sent it.
-	if err := e.sock.write(out, datapath.BackMark(h.meta.Ifindex, h.meta.FromGuest, true)); err != nil {
-		e.log.WithError(err).Warn("sending a reject")
+	e.out = append(e.out, outPkt{b: out, mark: datapath.BackMark(h.meta.Ifindex, h.meta.FromGuest, true)})
+}
+
+// writeBudget bounds how long one flush waits for a full punt device before
+// it gives up on the frames it writes.
+const writeBudget = 20 * time.Millisecond
+
+// flush writes what finish queued, in order, outside e.mu. One goroutine
+// writes at a time; one that finds another writing leaves its frames to it
+// (the writer takes the queue until it finds it empty).
+func (e *Engine) flush() {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.flushing || e.closing || len(e.out) == 0 {
 		return
 	}
-	e.c.answers++
+	e.flushing = true
+	for len(e.out) > 0 {
+		out := e.out
+		e.out = e.spare[:0]
+		e.mu.Unlock()
+		deadline := time.Now().Add(writeBudget)
+		for i := range out {
+			out[i].err = e.sock.write(out[i].b, out[i].mark, deadline)
+		}
+		e.mu.Lock()
+		var failed error
+		for _, o := range out {
+			switch {
+			case o.err != nil:
+				e.c.writeErrors++
+				failed = o.err
+				if o.h != nil {
+					if fs := e.flows[o.h.flow]; fs != nil {
+						e.dropped(o.h, fs)
+					}
+				}
+			case o.h != nil:
+				e.c.reinjected++
+			default:
+				e.c.answers++
+			}
+		}
+		if now := time.Now(); failed != nil && now.Sub(e.writeWarn) >= time.Second {
+			e.writeWarn = now // a stuck device fails every write: once a second says it
+			e.log.WithError(failed).WithField("write_errors", e.c.writeErrors).Warn("writing held packets back")
+		}
+		clear(out)
+		e.spare = out[:0]
+	}
+	e.flushing = false
+	e.flushed.Broadcast()
 }
 
 // expire gives packets whose verdict is late their guest's fail decision.
 func (e *Engine) expire(now time.Time) {
+	defer e.flush()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	i := 0
@@ -446,7 +617,7 @@ func (e *Engine) expire(now time.Time) {
 			break
 		}
 		if !h.decided {
-			g, _ := e.cfg.GuestOf(h.slot)
+			g, _ := e.guest(h.slot)
 			e.failOne(h, g, "timeout")
 			if fs := e.flows[h.flow]; fs != nil {
 				e.release(fs)
@@ -455,6 +626,7 @@ func (e *Engine) expire(now time.Time) {
 	}
 	// Entries that need no timeout any more leave the front.
 	for len(e.order) > 0 && (e.order[0].released || e.order[0].decided) {
+		e.order[0] = nil // the backing array must not keep the packet
 		e.order = e.order[1:]
 	}
 	// Idle flows are forgotten once a second, not on every tick: the walk
@@ -470,20 +642,26 @@ func (e *Engine) expire(now time.Time) {
 	}
 }
 
-// failAll decides every held packet by its guest's fail policy at once.
+// failAll decides every held packet by its guest's fail policy at once;
+// then nothing is held, and no guest is shed.
 func (e *Engine) failAll(why string) {
+	defer e.flush()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, h := range e.order {
 		if !h.released && !h.decided {
-			g, _ := e.cfg.GuestOf(h.slot)
+			g, _ := e.guest(h.slot)
 			e.failOne(h, g, why)
 		}
 	}
 	for _, fs := range e.flows {
 		e.release(fs)
 	}
+	clear(e.order)
 	e.order = e.order[:0]
+	if err := e.clearCongestion(); err != nil {
+		e.log.WithError(err).Warn("cannot tell the datapath to stop shedding")
+	}
 }
 
 // Bound is called when a slow path binds: if it inspects, punting starts.
@@ -500,7 +678,20 @@ func (e *Engine) Bound(s *channel.Session, r channel.Result) {
 
 // Unbound stops punting and fails whatever was held for the lost slow path.
 func (e *Engine) Unbound(error) {
-	e.sess.Store(nil)
+	s := e.sess.Load()
+	if s != nil {
+		select {
+		case <-s.Done():
+		default:
+			// The session in use is live: a later binding's, which
+			// this late word about an earlier one must not undo.
+			e.log.Warn("a lost binding reported after the next one was bound: ignored")
+			return
+		}
+	}
+	if !e.sess.CompareAndSwap(s, nil) {
+		return // the next binding came meanwhile
+	}
 	if err := e.dp.SetSlowPath(false); err != nil {
 		e.log.WithError(err).Error("cannot stop punting")
 	}
@@ -532,6 +723,7 @@ func (e *Engine) HandleFrame(f channel.Frame) error {
 }
 
 func (e *Engine) verdicts(vs []channel.VerdictRecord) {
+	defer e.flush()
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, v := range vs {

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -44,6 +45,31 @@ type slowPath struct {
 	sess         *channel.Session
 	seen         map[uint64]int
 	punts        int
+	// Packets containing one of these markers are allowed only when the
+	// test says so (unpark).
+	park   []string
+	parked map[string][]channel.VerdictRecord
+}
+
+// unpark sends the verdicts held back for packets containing m.
+func (s *slowPath) unpark(m string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	vs := s.parked[m]
+	delete(s.parked, m)
+	return s.verdicts(vs)
+}
+
+// verdicts sends vs (none: nothing); s.mu is held.
+func (s *slowPath) verdicts(vs []channel.VerdictRecord) error {
+	if len(vs) == 0 {
+		return nil
+	}
+	p, err := channel.AppendVerdictBatch(nil, vs)
+	if err != nil {
+		return err
+	}
+	return s.sess.Send(channel.TypeVerdictBatch, p)
 }
 
 func (s *slowPath) Bound(sess *channel.Session, _ channel.Result) {
@@ -67,6 +93,15 @@ func (s *slowPath) HandleFrame(f channel.Frame) error {
 			return nil
 		}
 		v := channel.VerdictRecord{Guest: r.Guest, FlowID: r.FlowID, PacketID: r.PacketID, Action: channel.ActionAllow}
+		for _, m := range s.park {
+			if bytes.Contains(r.Data, []byte(m)) {
+				if s.parked == nil {
+					s.parked = map[string][]channel.VerdictRecord{}
+				}
+				s.parked[m] = append(s.parked[m], v)
+				return nil
+			}
+		}
 		switch {
 		case bytes.Contains(r.Data, []byte(marker)):
 			v.Action, v.Flow = channel.ActionDrop, channel.FlowBlock
@@ -82,14 +117,7 @@ func (s *slowPath) HandleFrame(f channel.Frame) error {
 	if err != nil {
 		return err
 	}
-	if len(vs) == 0 {
-		return nil
-	}
-	p, err := channel.AppendVerdictBatch(nil, vs)
-	if err != nil {
-		return err
-	}
-	return s.sess.Send(channel.TypeVerdictBatch, p)
+	return s.verdicts(vs)
 }
 
 func (s *slowPath) count() int {
@@ -99,16 +127,17 @@ func (s *slowPath) count() int {
 }
 
 type rig struct {
-	t        *testing.T
-	lab      *lab.Lab
-	site     *lab.Site
-	web      *lab.Endpoint
-	peer     *lab.Endpoint
-	dp       *datapath.Datapath
-	mgr      *guests.Manager
-	engine   *punt.Engine
-	slow     *slowPath
-	stopSlow func()
+	hideSlots atomic.Bool // the engine is told no guest holds any slot
+	t         *testing.T
+	lab       *lab.Lab
+	site      *lab.Site
+	web       *lab.Endpoint
+	peer      *lab.Endpoint
+	dp        *datapath.Datapath
+	mgr       *guests.Manager
+	engine    *punt.Engine
+	slow      *slowPath
+	stopSlow  func()
 }
 
 func quiet() *logrus.Logger {
@@ -131,6 +160,22 @@ func newRigMode(t *testing.T, offloadAfter int, inspectionFailure string, mode p
 // default).
 func newRigHolding(t *testing.T, offloadAfter int, inspectionFailure string, mode policy.Mode, verdictTimeout time.Duration) *rig {
 	t.Helper()
+	return newRigWith(t, rigOpts{offloadAfter: offloadAfter, failure: inspectionFailure, mode: mode, verdictTimeout: verdictTimeout})
+}
+
+type rigOpts struct {
+	offloadAfter   int
+	failure        string // the guest's inspection_failure
+	mode           policy.Mode
+	verdictTimeout time.Duration // 0: the default
+	totalBytes     int           // the host's bound on held bytes (0: the default)
+	// beforeEngine runs on the datapath before the engine is made.
+	beforeEngine func(*datapath.Datapath) error
+}
+
+func newRigWith(t *testing.T, o rigOpts) *rig {
+	t.Helper()
+	offloadAfter, inspectionFailure, mode, verdictTimeout := o.offloadAfter, o.failure, o.mode, o.verdictTimeout
 	l := lab.ForTest(t)
 	site, err := l.Site("esx", 1)
 	if err != nil {
@@ -151,13 +196,21 @@ func newRigHolding(t *testing.T, offloadAfter int, inspectionFailure string, mod
 		Links: site.Host.Netlink(), Log: quiet()}); err != nil {
 		t.Fatal(err)
 	}
+	if o.beforeEngine != nil {
+		if err := o.beforeEngine(r.dp); err != nil {
+			t.Fatal(err)
+		}
+	}
 	err = site.Host.Do(func() (err error) {
 		// The packet socket belongs to the namespace it is made in.
 		// Bounds like fastpathd's with --punt-queue 1024: room for a TCP
 		// window of 64 KiB super-packets.
 		r.engine, err = punt.New(punt.Config{Datapath: r.dp, Links: site.Host.Netlink(), Log: quiet(),
-			GuestPackets: 1024, GuestBytes: 4 << 20, VerdictTimeout: verdictTimeout,
+			GuestPackets: 1024, GuestBytes: 4 << 20, TotalBytes: o.totalBytes, VerdictTimeout: verdictTimeout,
 			GuestOf: func(slot uint32) (punt.Guest, bool) {
+				if r.hideSlots.Load() {
+					return punt.Guest{}, false
+				}
 				g, ok := r.mgr.BySlot(slot)
 				return punt.Guest{ID: g.ID, FailClosed: g.FailClosed, Tap: g.Tap}, ok
 			}})

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -72,6 +73,9 @@ func (s *packetSocket) wait(timeoutMs int) error {
 	return err
 }
 
+// errTruncated: a frame did not fit the read buffer (it is lost).
+var errTruncated = errors.New("frame truncated")
+
 // read returns the next frame with its vnet header, or ok=false if none is
 // waiting.
 func (s *packetSocket) read(buf []byte) (n int, ok bool, err error) {
@@ -83,14 +87,23 @@ func (s *packetSocket) read(buf []byte) (n int, ok bool, err error) {
 		return 0, false, err
 	}
 	if n > len(buf) {
-		return 0, false, fmt.Errorf("frame of %d bytes truncated to %d", n, len(buf))
+		return 0, false, fmt.Errorf("%w: %d bytes, buffer %d", errTruncated, n, len(buf))
 	}
 	return n, true, nil
 }
 
+// transientReadError says a read failed for a reason that passes (the device
+// went down, memory is short); any other error will not go away by reading
+// again.
+func transientReadError(err error) bool {
+	return errors.Is(err, unix.ENETDOWN) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM)
+}
+
 // write sends a frame that starts with its vnet header, with skb mark set
-// (it tells the reinject program where the packet goes).
-func (s *packetSocket) write(b []byte, mark uint32) error {
+// (it tells the reinject program where the packet goes). While the device
+// is full it tries again until deadline, not longer: a stuck device must not
+// hold up its caller.
+func (s *packetSocket) write(b []byte, mark uint32, deadline time.Time) error {
 	oob := make([]byte, unix.CmsgSpace(4))
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 	h.Level, h.Type = unix.SOL_SOCKET, unix.SO_MARK
@@ -98,21 +111,29 @@ func (s *packetSocket) write(b []byte, mark uint32) error {
 	binary.NativeEndian.PutUint32(oob[unix.CmsgLen(0):], mark)
 	for {
 		err := unix.Sendmsg(s.fd, b, oob, &unix.SockaddrLinklayer{Ifindex: s.ifindex}, 0)
-		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOBUFS) {
-			// The punt device's queue is momentarily full; it drains
-			// at wire speed.
-			if werr := s.waitWritable(); werr != nil {
+		full := errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.ENOBUFS)
+		if !full {
+			return err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return fmt.Errorf("punt device full: %w", err)
+		}
+		// The punt device's queue is momentarily full; it drains at
+		// wire speed.
+		if errors.Is(err, unix.EAGAIN) {
+			if werr := s.waitWritable(min(left, 10*time.Millisecond)); werr != nil {
 				return werr
 			}
-			continue
+		} else {
+			time.Sleep(min(left, 200*time.Microsecond)) // ENOBUFS: the queue, not the socket
 		}
-		return err
 	}
 }
 
-func (s *packetSocket) waitWritable() error {
+func (s *packetSocket) waitWritable(timeout time.Duration) error {
 	fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLOUT}}
-	_, err := unix.Poll(fds, 10)
+	_, err := unix.Poll(fds, max(1, int(timeout/time.Millisecond)))
 	if errors.Is(err, unix.EINTR) {
 		return nil
 	}
