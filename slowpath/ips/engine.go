@@ -57,13 +57,16 @@ type Stats struct {
 	Alerts       uint64
 	Blocked      uint64 // packets given a drop or reject verdict
 	FlowsOffload uint64
+	// StreamGaps counts holes in streams skipped because the peer
+	// acknowledged data that never reached the engine (a lost copy).
+	StreamGaps uint64
 	// LookbackCut counts stream directions that spent their re-check
 	// budget and look back only shortLookback bytes since.
 	LookbackCut uint64
 }
 
 type counters struct {
-	packets, undecodable, badChecksum, alerts, blocked, offloads, lookbackCut atomic.Uint64
+	packets, undecodable, badChecksum, alerts, blocked, offloads, lookbackCut, gaps atomic.Uint64
 }
 
 // Engine is the IPS; it implements engine.Engine.
@@ -96,7 +99,7 @@ func (e *Engine) Name() string { return "ips" }
 // Stats returns the counters so far.
 func (e *Engine) Stats() Stats {
 	return Stats{Packets: e.n.packets.Load(), Undecodable: e.n.undecodable.Load(), BadChecksum: e.n.badChecksum.Load(),
-		Alerts: e.n.alerts.Load(), Blocked: e.n.blocked.Load(), FlowsOffload: e.n.offloads.Load(), LookbackCut: e.n.lookbackCut.Load()}
+		Alerts: e.n.alerts.Load(), Blocked: e.n.blocked.Load(), FlowsOffload: e.n.offloads.Load(), LookbackCut: e.n.lookbackCut.Load(), StreamGaps: e.n.gaps.Load()}
 }
 
 // FlowEnd forgets a flow the fast path forgot.
@@ -110,6 +113,7 @@ type flowState struct {
 	tls       [2]tlshello.RecordWalker
 	pending   [2]map[int32]struct{}
 	rechecked [2]int // older bytes looked back over, per direction
+	inspected [2]int // bytes of each direction's stream inspected so far
 	blocked   channel.Action
 	offloaded bool
 }
@@ -156,13 +160,34 @@ func (e *Engine) Inspect(p *engine.Packet) engine.Verdict {
 	case st.offloaded:
 		return engine.Verdict{Action: channel.ActionAllow, Flow: channel.FlowOffload}
 	}
-	added := f.Track(&pk, side, e.limits)
+	gaps := f.StreamGaps()
+	f.Track(&pk, side, e.limits)
+	if n := f.StreamGaps() - gaps; n > 0 {
+		e.n.gaps.Add(uint64(n))
+	}
 	ev := &evaluation{p: p, pk: &pk, f: f, side: side}
 	e.evalPacket(ev)
-	if added > 0 {
-		data := f.Stream(side).Data()
-		e.evalStream(ev, st, data, len(data)-added)
-		e.appLayer(ev, st, data)
+	for _, s := range [2]flow.Side{side, 1 - side} {
+		str := f.Stream(s)
+		if str == nil || len(str.Data()) <= st.inspected[s] {
+			continue
+		}
+		sev := ev
+		if s != side {
+			// The other direction's bytes, delivered by this packet's
+			// acknowledgement skipping a gap: judged as that direction.
+			rev := pk
+			rev.Src, rev.Dst, rev.SrcPort, rev.DstPort, rev.Payload = pk.Dst, pk.Src, pk.DstPort, pk.SrcPort, nil
+			sev = &evaluation{p: p, pk: &rev, f: f, side: s}
+		}
+		data := str.Data()
+		from := st.inspected[s]
+		st.inspected[s] = len(data)
+		e.evalStream(sev, st, data, from)
+		e.appLayer(sev, st, data)
+		if sev != ev {
+			ev.hits = append(ev.hits, sev.hits...)
+		}
 	}
 	v := e.decide(ev, st)
 	if v.Flow == channel.FlowKeepInspecting && e.offloadable(f, st) {

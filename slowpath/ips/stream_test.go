@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/palisade/palisade/fastpath/channel"
 	"github.com/palisade/palisade/slowpath/inspect/craft"
+	"github.com/palisade/palisade/slowpath/inspect/packet"
 )
 
 // segments sends each part as its own client segment after a handshake.
@@ -104,5 +106,44 @@ func TestStreamPendingIsNotQuadratic(t *testing.T) {
 	}
 	if s := h.e.Stats(); s.LookbackCut != 1 {
 		t.Fatalf("the direction's re-check budget was not spent: %+v", s)
+	}
+}
+
+// A lost client segment (a shed punt, a lost tap copy) no longer stalls
+// the stream: once the server acknowledges past it, what follows it is
+// inspected, and the flow can still reach the depth and be offloaded.
+func TestStreamGapRecovery(t *testing.T) {
+	h := newHarness(t, `alert tcp any any -> any any (content:"attack"; sid:1;)`, WithStreamDepth(64))
+	e := &craft.Endpoints{}
+	c := e.NewTCP("10.0.0.5:40000", "192.0.2.10:8000")
+	fs := c.Handshake()
+	fs = append(fs, c.Send(true, []byte("hello ")))
+	c.Send(true, []byte("lost segment ")) // never seen
+	fs = append(fs, c.Send(true, []byte("attack")))
+	fs = append(fs, c.Segment(false, c.SSeq, c.CSeq, packet.ACK, nil)) // the server got it all
+	fs = append(fs, c.Send(true, bytes.Repeat([]byte("x"), 60)))
+	h.run(fs...)
+	if got := h.sids(); !slices.Equal(got, []uint32{1}) {
+		t.Fatalf("alerts %v after the gap", got)
+	}
+	if h.verdicts[len(fs)-1].Flow != channel.FlowOffload {
+		t.Fatalf("not offloaded at the depth after a gap: %+v", h.verdicts)
+	}
+	if s := h.e.Stats(); s.StreamGaps != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+}
+
+// A first fragment's partial segment never enters the stream.
+func TestFirstFragmentNotReassembled(t *testing.T) {
+	h := newHarness(t, `alert tcp any any -> any any (content:"attack"; sid:1;)`)
+	e := &craft.Endpoints{}
+	c := e.NewTCP("10.0.0.5:40000", "192.0.2.10:8000")
+	fs := c.Handshake()
+	frag := c.Send(true, []byte("attack"))
+	frag.Data[6] |= 0x20 // MF: the rest of the segment would follow
+	h.run(append(fs, frag)...)
+	if got := h.sids(); len(got) != 0 {
+		t.Fatalf("alerts %v on a partial segment", got)
 	}
 }

@@ -90,6 +90,17 @@ func (f *Flow[S]) Established() bool { return f.est }
 // Stream is one direction's reassembled TCP stream (nil for other protocols).
 func (f *Flow[S]) Stream(s Side) *stream.Stream { return f.streams[s] }
 
+// StreamGaps is the number of gaps both directions' streams skipped.
+func (f *Flow[S]) StreamGaps() int {
+	n := 0
+	for _, s := range f.streams {
+		if s != nil {
+			n += s.Gaps
+		}
+	}
+	return n
+}
+
 // Track updates the flow's state with a packet the caller found with Get and
 // returns how many bytes it appended to that side's stream.
 func (f *Flow[S]) Track(p *packet.Packet, side Side, limits stream.Limits) int {
@@ -124,6 +135,14 @@ func (f *Flow[S]) Track(p *packet.Packet, side Side, limits stream.Limits) int {
 		f.fin[side] = true
 		if f.fin[ToServer] && f.fin[ToClient] {
 			f.closed.Store(true)
+		}
+	}
+	if p.Flags&(packet.ACK|packet.RST) == packet.ACK {
+		// The acknowledgement may show that the other direction lost a
+		// segment on its way here: its stream then skips the gap (the
+		// bytes that delivers are read by the caller from Data).
+		if other := f.streams[1-side]; other != nil {
+			other.Acked(p.Ack)
 		}
 	}
 	if p.Flags&packet.SYN != 0 {

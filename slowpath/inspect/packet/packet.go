@@ -36,7 +36,7 @@ type Packet struct {
 	Dst     netip.Addr
 	Proto   uint8
 	TTL     uint8
-	L4      []byte // from the transport header on; nil for non-first fragments
+	L4      []byte // from the transport header on; nil for fragments
 	SrcPort uint16
 	DstPort uint16
 	// TCP only.
@@ -46,7 +46,11 @@ type Packet struct {
 	// ICMP only.
 	ICMPType, ICMPCode uint8
 	Payload            []byte
-	Fragment           bool // a non-first fragment: no transport header
+	// Fragment: an IP fragment, first or not. Fragments are not
+	// reassembled: Payload is the IP payload (in a first fragment the
+	// transport header and part of its payload), ports are unknown, and
+	// the bytes never enter a TCP stream.
+	Fragment bool
 }
 
 // Decode parses data as an Ethernet frame (ethernet true) or a raw IP packet.
@@ -94,7 +98,9 @@ func (p *Packet) decodeIPv4(b []byte) error {
 	p.Src = netip.AddrFrom4([4]byte(b[12:16]))
 	p.Dst = netip.AddrFrom4([4]byte(b[16:20]))
 	p.Proto, p.TTL = b[9], b[8]
-	if binary.BigEndian.Uint16(b[6:])&0x1fff != 0 {
+	// Any fragment, the first (MF set, offset 0) included, carries only
+	// part of its transport segment: fragments are not reassembled.
+	if frag := binary.BigEndian.Uint16(b[6:]); frag&0x2000 != 0 || frag&0x1fff != 0 {
 		p.Fragment = true
 		p.Payload = b[ihl:total]
 		return nil
@@ -133,13 +139,13 @@ func (p *Packet) decodeIPv6(b []byte) error {
 			if len(rest) < 8 {
 				return errors.New("truncated IPv6 fragment header")
 			}
-			off := binary.BigEndian.Uint16(rest[2:]) &^ 7
+			fo := binary.BigEndian.Uint16(rest[2:])
 			next, rest = rest[0], rest[8:]
-			if off != 0 {
+			if fo&^7 != 0 || fo&1 != 0 { // an offset, or more fragments (M)
 				p.Proto, p.Fragment, p.Payload = next, true, rest
 				return nil
 			}
-			continue
+			continue // an atomic fragment: the whole packet
 		}
 		break
 	}

@@ -54,3 +54,33 @@ func TestDecodeErrors(t *testing.T) {
 		}
 	}
 }
+
+// An IPv4 first fragment (MF set, offset 0) carries only part of its
+// transport segment: it is a fragment like the later ones.
+func TestFirstFragment(t *testing.T) {
+	e := &craft.Endpoints{}
+	c := e.NewTCP("10.0.0.1:1234", "10.0.0.2:80")
+	f := c.Send(true, []byte("GET /partial"))
+	f.Data[6] |= 0x20 // MF
+	var p packet.Packet
+	if err := packet.Decode(f.Data, false, &p); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Fragment || p.HasPorts() || p.Proto != packet.ProtoTCP || len(p.Payload) != 20+len("GET /partial") {
+		t.Fatalf("first fragment decoded as %+v", p)
+	}
+	// IPv6: the fragment header's M flag with offset 0.
+	e6 := &craft.Endpoints{}
+	u := e6.UDP(netip.MustParseAddrPort("[2001:db8::1]:5"), netip.MustParseAddrPort("[2001:db8::2]:53"), []byte("data"))
+	b := u.Data
+	frag := append(append([]byte{}, b[:40]...), 17, 0, 0, 1, 0, 0, 0, 7) // next UDP, offset 0, M
+	frag = append(frag, b[40:]...)
+	frag[6] = 44
+	frag[5] += 8
+	if err := packet.Decode(frag, false, &p); err != nil {
+		t.Fatal(err)
+	}
+	if !p.Fragment || p.HasPorts() || p.Proto != packet.ProtoUDP {
+		t.Fatalf("IPv6 first fragment decoded as %+v", p)
+	}
+}

@@ -43,9 +43,16 @@ type Stream struct {
 	data         []byte // every in-order byte so far, up to the depth
 	pending      []chunk
 	pendingBytes int
+	// skipped is the stream space given up to gaps: the stream offset of
+	// Data()[i] is i plus the gaps before it.
+	skipped int64
 	// Dropped counts out-of-order bytes refused because the buffer was full;
 	// the sender will retransmit them.
 	Dropped int
+	// Gaps counts holes skipped because the peer acknowledged data never
+	// seen here (a lost copy); GapBytes is their total size.
+	Gaps     int
+	GapBytes int64
 }
 
 // New returns a stream with the given limits.
@@ -62,12 +69,16 @@ func (s *Stream) Start(isn uint32) {
 	}
 }
 
-// Data is the in-order stream so far, from its first byte. It aliases the
-// stream's buffer: valid until the next Add.
+// Data is the in-order stream so far, from its first byte, the bytes of
+// skipped gaps left out. It aliases the stream's buffer: valid until the
+// next Add or Acked.
 func (s *Stream) Data() []byte { return s.data }
 
-// Full says the depth is reached: later bytes are not kept.
-func (s *Stream) Full() bool { return len(s.data) >= s.limits.Depth }
+// pos is the stream offset of the next in-order byte.
+func (s *Stream) pos() int64 { return int64(len(s.data)) + s.skipped }
+
+// Full says the depth is reached: later bytes are not kept. Gaps count.
+func (s *Stream) Full() bool { return s.pos() >= int64(s.limits.Depth) }
 
 // Next is the sequence number the stream expects next.
 func (s *Stream) Next() uint32 { return s.next }
@@ -86,7 +97,7 @@ func (s *Stream) Add(seq uint32, payload []byte) int {
 	if s.Full() {
 		return 0
 	}
-	delivered := int64(len(s.data))
+	delivered := s.pos()
 	// Offsets in stream space; int32 keeps sequence wrap-around right.
 	off := delivered + int64(int32(seq-s.next))
 	end := off + int64(len(payload))
@@ -135,7 +146,7 @@ func (s *Stream) insert(off int64, p []byte) {
 	for _, pc := range pieces {
 		// The piece that continues the stream drains at once, so the
 		// limits only hold back true out-of-order data.
-		inOrder := pc.off == int64(len(s.data))
+		inOrder := pc.off == s.pos()
 		if !inOrder && (s.pendingBytes+len(pc.data) > s.limits.PendingBytes || len(s.pending) >= s.limits.PendingChunks) {
 			s.Dropped += len(pc.data)
 			continue
@@ -153,7 +164,7 @@ func (s *Stream) insert(off int64, p []byte) {
 // drain moves pending chunks that continue the stream into data.
 func (s *Stream) drain() int {
 	added := 0
-	for len(s.pending) > 0 && s.pending[0].off == int64(len(s.data)) {
+	for len(s.pending) > 0 && s.pending[0].off == s.pos() {
 		c := s.pending[0]
 		s.data = append(s.data, c.data...)
 		s.next += uint32(len(c.data))
@@ -163,6 +174,31 @@ func (s *Stream) drain() int {
 	}
 	if len(s.pending) == 0 {
 		s.pending = nil
+	}
+	return added
+}
+
+// Acked takes the peer's acknowledgement number. When it passes data that
+// never arrived here although later data is held (a segment lost before
+// reaching us, which the peer did receive), the hole will not be filled:
+// reassembly skips to the held data and delivers it. It returns how many
+// bytes that appended to Data.
+func (s *Stream) Acked(ack uint32) int {
+	if !s.started {
+		return 0
+	}
+	added := 0
+	for len(s.pending) > 0 && int32(ack-s.next) > 0 {
+		acked := s.pos() + int64(int32(ack-s.next))
+		gap := s.pending[0].off - s.pos()
+		if s.pending[0].off > acked {
+			break // the peer has not got past the hole either: wait
+		}
+		s.Gaps++
+		s.GapBytes += gap
+		s.skipped += gap
+		s.next += uint32(gap)
+		added += s.drain()
 	}
 	return added
 }

@@ -111,3 +111,40 @@ func TestShuffledSegments(t *testing.T) {
 		}
 	}
 }
+
+// Data the peer acknowledged but that never reached us (a lost copy) is a
+// gap: once an acknowledgement passes it, reassembly skips to the data
+// held after it instead of waiting for it forever.
+func TestGapSkippedWhenAcknowledged(t *testing.T) {
+	s := New(Limits{Depth: 20})
+	s.Start(0)
+	s.Add(1, []byte("abc"))
+	s.Add(7, []byte("ghi")) // "def" at seq 4 is lost
+	if n := s.Acked(4); n != 0 || s.Gaps != 0 {
+		t.Fatalf("ack up to the hole skipped %d bytes, %d gaps", n, s.Gaps)
+	}
+	if n := s.Acked(10); n != 3 || s.Gaps != 1 || s.GapBytes != 3 {
+		t.Fatalf("ack past the hole delivered %d, gaps %d (%d bytes)", n, s.Gaps, s.GapBytes)
+	}
+	if got := string(s.Data()); got != "abcghi" || s.Pending() != 0 {
+		t.Fatalf("data %q pending %d", got, s.Pending())
+	}
+	if n := s.Add(4, []byte("def")); n != 0 {
+		t.Fatalf("the late copy of the gap added %d bytes", n)
+	}
+	if n := s.Add(10, []byte("jkl")); n != 3 {
+		t.Fatalf("in-order data after the gap added %d", n)
+	}
+	// The gap counts toward the depth (it is stream space).
+	s.Add(13, []byte("mnopqrstuvw"))
+	if !s.Full() || len(s.Data()) != 17 {
+		t.Fatalf("full %v with %d bytes", s.Full(), len(s.Data()))
+	}
+	// Nothing held after the hole: the acknowledgement alone skips nothing.
+	q := New(Limits{})
+	q.Start(0)
+	q.Add(1, []byte("abc"))
+	if n := q.Acked(100); n != 0 || q.Gaps != 0 {
+		t.Fatalf("skipped with nothing held: %d, %d gaps", n, q.Gaps)
+	}
+}
