@@ -513,7 +513,10 @@ func (e *Engine) finish(h *held, fs *flowState) {
 		e.dropped(h, fs)
 		e.answer(h)
 	default:
-		e.c.droppedByVerdict++
+		// Fail-closed drops are counted by their reason already.
+		if h.why == "verdict" || h.why == "blocked" {
+			e.c.droppedByVerdict++
+		}
 		e.dropped(h, fs)
 	}
 }

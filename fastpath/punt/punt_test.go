@@ -384,7 +384,7 @@ func TestMarkerDroppedCleanRequestServedThenOffloaded(t *testing.T) {
 	for r.counters().Drops["flow_blocked"] == 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond) // TCP retransmits the dropped segment
 	}
-	if r.counters().Drops["flow_blocked"] == 0 || r.engine.Stats().Blocks != 1 {
+	if r.counters().Drops["flow_blocked"] == 0 || r.engine.Stats().Blocks != 1 || r.engine.Stats().DroppedByVerdict == 0 {
 		t.Fatalf("blocked flow: drops %v, engine %+v", r.counters().Drops, r.engine.Stats())
 	}
 }
@@ -550,6 +550,9 @@ func TestDisconnectDecidesHeldPackets(t *testing.T) {
 				if st.FailClosed["unbound"] == 0 {
 					t.Fatalf("fail_closed unbound not counted: %+v", st.FailClosed)
 				}
+				if st.DroppedByVerdict != 0 {
+					t.Fatalf("a fail-closed drop counted as dropped by a verdict: %+v", st)
+				}
 			}
 		})
 	}
@@ -702,7 +705,12 @@ func TestBulkTCPThroughInspection(t *testing.T) {
 			if st := r.engine.Stats(); len(st.FailClosed) != 0 {
 				t.Fatalf("held packets failed closed: %v", st.FailClosed)
 			}
-			if c.offloadAfter > 0 && (cnt.Get("offloaded_hits") == 0 || cnt.Get("punted") > 64) {
+			// After the offload verdict the datapath still punts the flow
+			// until every packet held before it is back, so how many more
+			// are punted depends on the window in flight, not on a fixed
+			// count: what must hold is that few of the flow's packets left
+			// the kernel (1-2 % in bench:punt).
+			if punted := cnt.Get("punted"); c.offloadAfter > 0 && (cnt.Get("offloaded_hits") == 0 || punted*10 > punted+cnt.Get("offloaded_hits")) {
 				t.Fatalf("offload did not take over: punted %d, offloaded hits %d", cnt.Get("punted"), cnt.Get("offloaded_hits"))
 			}
 		})

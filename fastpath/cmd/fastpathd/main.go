@@ -147,7 +147,9 @@ func run(o options) error {
 			"max_bytes": ex.Max, "message": "out of memory, guest protection failed"})
 		now := time.Now()
 		agg.Note(events.Record{Guest: ex.Guest, Kind: "guest_protection_failed", Message: ex.Error(), Count: 1, First: now, Last: now})
-		if err := srv.Publish(channel.EventRecord{Kind: channel.EventGuestProtectionFailed, UnixNano: now.UnixNano(), Body: body}); err != nil {
+		// A slow path without the events capability is logged once per
+		// binding by the server itself.
+		if err := srv.Publish(channel.EventRecord{Kind: channel.EventGuestProtectionFailed, UnixNano: now.UnixNano(), Body: body}); err != nil && !errors.Is(err, bindserver.ErrNoEvents) {
 			log.WithError(err).WithField("guest", ex.Guest).Warn("could not tell the slow path that guest protection failed")
 		}
 	}
