@@ -302,16 +302,19 @@ func (e *Engine) appLayer(ev *evaluation, st *flowState, data []byte) {
 	switch st.app {
 	case appproto.HTTP:
 		if ev.side == flow.ToClient {
-			if st.responses.Parse(data, nil) != nil {
-				st.app = appproto.Other
-			}
+			// Responses are parsed only to stay in step; one that cannot
+			// be parsed stops response parsing (its error is kept), never
+			// the inspection of the requests.
+			st.responses.Parse(data, nil)
 			return
 		}
-		err := st.requests.Parse(data, func(req *http1.Request) {
+		// A request that cannot be parsed stops request parsing; the
+		// requests before it, and one whose body alone is malformed, were
+		// inspected.
+		if st.requests.Parse(data, func(req *http1.Request) {
 			st.responses.Expect(req.Method)
 			e.evalHTTP(ev, data, req)
-		})
-		if err != nil {
+		}) != nil {
 			st.app = appproto.Other
 		}
 	case appproto.TLS:

@@ -343,3 +343,59 @@ func TestChecksumValidation(t *testing.T) {
 		}
 	}
 }
+
+// HTTP parse errors do not turn HTTP inspection off.
+func TestHTTPParseErrorsKeepInspecting(t *testing.T) {
+	rules := `alert http any any -> any any (msg:"admin"; http.uri; content:"/admin"; sid:1;)`
+	for _, c := range []struct {
+		name      string
+		req, resp string
+		want      int
+	}{
+		{"bad Content-Length", "POST /admin HTTP/1.1\r\nHost: a\r\nContent-Length: abc\r\n\r\n", "", 1},
+		{"header line without a colon", "GET /admin HTTP/1.1\r\nHost: a\r\nno colon\r\n\r\n", "", 1},
+	} {
+		h := newHarness(t, rules)
+		h.run(httpSession(c.req, c.resp)...)
+		if got := len(h.sids()); got != c.want {
+			t.Errorf("%s: %d alerts, want %d", c.name, got, c.want)
+		}
+	}
+	// A garbage response stops response parsing only: the next request
+	// is still inspected.
+	h := newHarness(t, rules)
+	e := &craft.Endpoints{}
+	c := e.NewTCP("10.0.0.5:40000", "192.0.2.10:80")
+	h.run(craft.Seq(c.Handshake(), c.Send(true, []byte("GET / HTTP/1.1\r\nHost: a\r\n\r\n")), c.Send(false, []byte("garbage\r\n\r\n")),
+		c.Send(true, []byte("GET /admin HTTP/1.1\r\nHost: a\r\n\r\n")))...)
+	if got := h.sids(); !slices.Equal(got, []uint32{1}) {
+		t.Fatalf("after a garbage response: alerts %v", got)
+	}
+}
+
+// http.uri removes dot segments and separators as Suricata's normalized
+// URI does (libhtp: backslashes are separators, runs of them compressed,
+// then RFC 3986 remove_dot_segments), after percent-decoding.
+func TestHTTPURINormalization(t *testing.T) {
+	for uri, want := range map[string]string{
+		"/cgi-bin/./test.cgi":              "/cgi-bin/test.cgi",
+		"/cgi-bin/x/../test.cgi":           "/cgi-bin/test.cgi",
+		"/cgi-bin//test.cgi":               "/cgi-bin/test.cgi",
+		"/cgi-bin\\test.cgi":               "/cgi-bin/test.cgi",
+		"/cgi-bin/%2e/test.cgi":            "/cgi-bin/test.cgi",
+		"/cgi-bin/%2E%2E/cgi-bin/test.cgi": "/cgi-bin/test.cgi",
+		"/a/../../cgi-bin/test.cgi":        "/cgi-bin/test.cgi",
+		"/cgi-bin/test.cgi?x=/./y":         "/cgi-bin/test.cgi?x=/./y",
+		"/cgi-bin/test.cgi/.":              "/cgi-bin/test.cgi/",
+		"/%41/b%3fc?d%20e":                 "/A/b?c?d e",
+	} {
+		if got := string(NormalizeURI([]byte(uri))); got != want {
+			t.Errorf("%q: %q, want %q", uri, got, want)
+		}
+	}
+	h := newHarness(t, `alert http any any -> any any (http.uri; content:"/cgi-bin/test.cgi"; sid:1;)`)
+	h.run(get("/cgi-bin/./test.cgi", "")...)
+	if got := h.sids(); !slices.Equal(got, []uint32{1}) {
+		t.Fatalf("dot segment evaded http.uri: alerts %v", got)
+	}
+}

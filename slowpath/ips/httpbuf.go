@@ -4,6 +4,7 @@ import (
 	"bytes"
 
 	"github.com/palisade/palisade/slowpath/inspect/http1"
+	"github.com/palisade/palisade/slowpath/internal/ascii"
 	"github.com/palisade/palisade/slowpath/ips/rule"
 )
 
@@ -26,54 +27,103 @@ func httpBuffers(stream []byte, req *http1.Request) [rule.NumBuffers][]byte {
 		h = append(h, "\r\n"...)
 	}
 	b[rule.BufHeader] = h
-	b[rule.BufHost] = NormalizeHost(req.Header("Host"))
+	if host := http1.NormalizeHost(string(req.Header("Host"))); host != "" {
+		b[rule.BufHost] = []byte(host)
+	}
 	b[rule.BufUserAgent] = req.Header("User-Agent")
 	return b
 }
 
-// NormalizeURI percent-decodes a request URI (invalid escapes stay as they
-// are), as Suricata's http.uri does.
+// NormalizeURI is Suricata's normalized http.uri (libhtp with the IDS
+// personality, case kept): the path, up to the first '?', is
+// percent-decoded (invalid escapes stay as they are), backslashes become
+// '/', runs of '/' are compressed, and dot segments are removed (RFC 3986
+// remove_dot_segments); the query is percent-decoded. A request target
+// that is not a path (absolute or authority form, '*') is only decoded.
 func NormalizeURI(u []byte) []byte {
-	if bytes.IndexByte(u, '%') < 0 {
-		return u
+	path, query, hasQuery := bytes.Cut(u, []byte("?"))
+	if len(path) == 0 || path[0] != '/' {
+		return percentDecode(nil, u)
 	}
-	out := make([]byte, 0, len(u))
-	for i := 0; i < len(u); i++ {
-		if u[i] == '%' && i+2 < len(u) && isHexDigit(u[i+1]) && isHexDigit(u[i+2]) {
-			out = append(out, unhex(u[i+1])<<4|unhex(u[i+2]))
-			i += 2
-			continue
+	p := percentDecode(nil, path)
+	for i, c := range p {
+		if c == '\\' {
+			p[i] = '/'
 		}
-		out = append(out, u[i])
+	}
+	out := removeDotSegments(compressSlashes(p))
+	if hasQuery {
+		out = append(out, '?')
+		out = percentDecode(out, query)
 	}
 	return out
 }
 
-// NormalizeHost lower-cases a Host header and drops its port.
-func NormalizeHost(h []byte) []byte {
-	if len(h) == 0 {
-		return nil
-	}
-	if h[0] == '[' { // [v6]:port
-		if i := bytes.IndexByte(h, ']'); i > 0 {
-			h = h[:i+1]
+// percentDecode appends s to dst with valid %xx escapes decoded.
+func percentDecode(dst, s []byte) []byte {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '%' && i+2 < len(s) && ascii.IsHex(s[i+1]) && ascii.IsHex(s[i+2]) {
+			dst = append(dst, ascii.Unhex(s[i+1])<<4|ascii.Unhex(s[i+2]))
+			i += 2
+			continue
 		}
-	} else if i := bytes.LastIndexByte(h, ':'); i >= 0 {
-		h = h[:i]
+		dst = append(dst, s[i])
 	}
-	return []byte(asciiLower(h))
+	return dst
 }
 
-func isHexDigit(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+// compressSlashes turns every run of '/' into one, in place.
+func compressSlashes(p []byte) []byte {
+	out := p[:0]
+	for i, c := range p {
+		if c == '/' && i > 0 && p[i-1] == '/' {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
-func unhex(c byte) byte {
-	switch {
-	case c >= 'a':
-		return c - 'a' + 10
-	case c >= 'A':
-		return c - 'A' + 10
+// removeDotSegments is RFC 3986 section 5.2.4 on an absolute path.
+func removeDotSegments(in []byte) []byte {
+	out := make([]byte, 0, len(in))
+	for len(in) > 0 {
+		switch {
+		case bytes.HasPrefix(in, []byte("../")):
+			in = in[3:]
+		case bytes.HasPrefix(in, []byte("./")):
+			in = in[2:]
+		case bytes.HasPrefix(in, []byte("/./")):
+			in = in[2:]
+		case bytes.Equal(in, []byte("/.")):
+			in = []byte("/")
+		case bytes.HasPrefix(in, []byte("/../")), bytes.Equal(in, []byte("/..")):
+			if len(in) == 3 {
+				in = []byte("/")
+			} else {
+				in = in[3:]
+			}
+			if i := bytes.LastIndexByte(out, '/'); i >= 0 {
+				out = out[:i]
+			} else {
+				out = out[:0]
+			}
+		case bytes.Equal(in, []byte(".")), bytes.Equal(in, []byte("..")):
+			in = nil
+		default:
+			// Move the first segment, with its leading '/', to the output.
+			j := 0
+			if in[0] == '/' {
+				j = 1
+			}
+			if k := bytes.IndexByte(in[j:], '/'); k >= 0 {
+				j += k
+			} else {
+				j = len(in)
+			}
+			out = append(out, in[:j]...)
+			in = in[j:]
+		}
 	}
-	return c - '0'
+	return out
 }

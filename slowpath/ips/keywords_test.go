@@ -108,7 +108,7 @@ func TestKeywords(t *testing.T) {
 			append(udpTo("192.0.2.10:53", "a"), craftReply("b")...), udpTo("192.0.2.10:53", "b")},
 		{"dsize", r + `(dsize:5; sid:1;)`, tcpTalk("12345", ""), tcpTalk("123456", "")},
 		{"dsize range", `alert udp any any -> any any (dsize:2<>5; sid:1;)`, udpTo("192.0.2.10:1", "abc"), udpTo("192.0.2.10:1", "abcde")},
-		{"http.uri", `alert http any any -> any any (http.uri; content:"/admin/../etc"; sid:1;)`, get("/admin/%2e%2e/etc", ""), get("/admin/x/etc", "")},
+		{"http.uri", `alert http any any -> any any (http.uri; content:"/etc/passwd"; sid:1;)`, get("/admin/%2e%2e/etc/passwd", ""), get("/admin/x/etc/pass", "")},
 		{"http_uri", `alert http any any -> any any (content:"/login"; http_uri; sid:1;)`, get("/login?u=1", ""), get("/?next=/logi", "")},
 		{"http.method", `alert http any any -> any any (http.method; content:"POST"; sid:1;)`, post("/"), get("/POST", "")},
 		{"http_method", `alert http any any -> any any (content:"POST"; http_method; sid:1;)`, post("/"), get("/", "X-Post: POST\r\n")},

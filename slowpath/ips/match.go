@@ -3,6 +3,7 @@ package ips
 import (
 	"bytes"
 
+	"github.com/palisade/palisade/slowpath/internal/ascii"
 	"github.com/palisade/palisade/slowpath/ips/rule"
 )
 
@@ -191,27 +192,13 @@ func index(data []byte, c *rule.Content) int {
 	return indexFold(data, c.Pattern)
 }
 
-func lower(b byte) byte {
-	if b >= 'A' && b <= 'Z' {
-		return b + 'a' - 'A'
-	}
-	return b
-}
-
-func upper(b byte) byte {
-	if b >= 'a' && b <= 'z' {
-		return b - ('a' - 'A')
-	}
-	return b
-}
-
 // indexFold is bytes.Index with ASCII case folding (Suricata's nocase does
 // not fold other bytes).
 func indexFold(data, pat []byte) int {
 	if len(pat) == 0 {
 		return 0
 	}
-	lo, up := lower(pat[0]), upper(pat[0])
+	lo, up := ascii.Lower(pat[0]), ascii.Upper(pat[0])
 	for i := 0; i+len(pat) <= len(data); {
 		j := bytes.IndexByte(data[i:len(data)-len(pat)+1], lo)
 		if lo != up {
@@ -233,7 +220,7 @@ func indexFold(data, pat []byte) int {
 
 func equalFold(a, b []byte) bool {
 	for i := range a {
-		if a[i] != b[i] && lower(a[i]) != lower(b[i]) {
+		if a[i] != b[i] && ascii.Lower(a[i]) != ascii.Lower(b[i]) {
 			return false
 		}
 	}

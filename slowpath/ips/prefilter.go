@@ -3,6 +3,7 @@ package ips
 import (
 	ac "github.com/petar-dambovaliev/aho-corasick"
 
+	"github.com/palisade/palisade/slowpath/internal/ascii"
 	"github.com/palisade/palisade/slowpath/ips/rule"
 )
 
@@ -40,7 +41,7 @@ func (a *patterns) add(pattern []byte, idx int) {
 	}
 	// The automaton is ASCII case-insensitive: one lower-cased pattern
 	// serves both kinds, and evaluation checks the case.
-	key := asciiLower(pattern)
+	key := string(ascii.AppendLower(nil, pattern))
 	id, ok := a.ids[key]
 	if !ok {
 		id = len(a.list)
@@ -109,14 +110,4 @@ func (bp *bufferPrefilter) scan(data []byte, from int, add func(int32)) {
 			add(idx)
 		}
 	}
-}
-
-// asciiLower folds A-Z only: bytes.ToLower would read the pattern as UTF-8
-// and mangle bytes above 0x7f.
-func asciiLower(b []byte) string {
-	out := make([]byte, len(b))
-	for i, c := range b {
-		out[i] = lower(c)
-	}
-	return string(out)
 }

@@ -151,7 +151,7 @@ func (e *Engine) http(p *engine.Packet, pk *packet.Packet, f *flow.Flow[*flowSta
 		if !ok || e.policies.For(p.Guest).Decide(m) == Pass {
 			return
 		}
-		hit, host = m, NormalizeHost(h)
+		hit, host = m, http1.NormalizeHost(h)
 		block = &eve.HTTP{Hostname: host, URL: string(req.URI), UserAgent: string(req.Header("User-Agent")),
 			Method: string(req.Method), Protocol: string(req.Protocol)}
 	})

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/palisade/palisade/slowpath/inspect/http1"
 )
 
 // Entry is one feed line's verdict on a site.
@@ -205,7 +207,7 @@ type Match struct {
 // (empty for TLS): the longest URL prefix on that host, else the exact
 // host, else the longest wildcard suffix.
 func (f *Feed) Lookup(host, path string) (Match, bool) {
-	host = NormalizeHost(host)
+	host = http1.NormalizeHost(host)
 	if host == "" {
 		return Match{}, false
 	}
@@ -229,18 +231,4 @@ func (f *Feed) Lookup(host, path string) (Match, bool) {
 			return Match{e, "*." + h}, true
 		}
 	}
-}
-
-// NormalizeHost lower-cases a host, drops a port and a trailing dot.
-func NormalizeHost(h string) string {
-	h = strings.ToLower(strings.TrimSpace(h))
-	if strings.HasPrefix(h, "[") {
-		if i := strings.IndexByte(h, ']'); i > 0 {
-			return h[:i+1]
-		}
-	}
-	if i := strings.LastIndexByte(h, ':'); i >= 0 {
-		h = h[:i]
-	}
-	return strings.TrimSuffix(h, ".")
 }

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+
+	"github.com/palisade/palisade/slowpath/internal/ascii"
 )
 
 // MaxHeaderBytes bounds a message's start line and headers; a stream that
@@ -18,6 +21,10 @@ var ErrNotHTTP = errors.New("not HTTP/1.x")
 type Header struct {
 	Name  []byte
 	Value []byte
+	// Invalid: the line had no colon, or nothing before it. As libhtp, it
+	// is kept as a header with an empty name and the line (or what follows
+	// the colon) as its value, so its content is still inspected.
+	Invalid bool
 }
 
 // Request is one parsed request. Its slices alias the stream they came
@@ -183,10 +190,12 @@ func parseHead(data []byte, off int) (h head, ok bool, err error) {
 			continue
 		}
 		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return h, false, fmt.Errorf("header line without a name: %q", truncate(line))
+		if colon < 0 {
+			h.headers = append(h.headers, Header{Value: bytes.TrimSpace(line), Invalid: true})
+			continue
 		}
-		h.headers = append(h.headers, Header{Name: bytes.TrimSpace(line[:colon]), Value: bytes.TrimSpace(line[colon+1:])})
+		name := bytes.TrimSpace(line[:colon])
+		h.headers = append(h.headers, Header{Name: name, Value: bytes.TrimSpace(line[colon+1:]), Invalid: len(name) == 0})
 	}
 }
 
@@ -271,12 +280,14 @@ func (p *RequestParser) Parse(data []byte, fn func(*Request)) error {
 		}
 		req.Headers, req.Start, req.End = h.headers, h.startOff, h.end
 		b, err := bodyOf(h.headers)
+		// The request is complete whatever its body: it is reported even
+		// when the body cannot be delimited (and parsing stops there).
+		p.off, p.body, p.inBody = h.end, b, true
+		fn(&req)
 		if err != nil {
 			p.err = fmt.Errorf("request at stream offset %d: %w", h.startOff, err)
 			break
 		}
-		p.off, p.body, p.inBody = h.end, b, true
-		fn(&req)
 	}
 	return p.err
 }
@@ -398,4 +409,19 @@ func parseStatusLine(line []byte) (int, error) {
 		return 0, fmt.Errorf("%w: status line %q", ErrNotHTTP, truncate(line))
 	}
 	return code, nil
+}
+
+// NormalizeHost is a host as Suricata's http.host and the reputation
+// lookups compare it: white space trimmed, lower-cased (ASCII), the port
+// dropped (an IPv6 literal keeps its brackets) and trailing dots removed.
+func NormalizeHost(h string) string {
+	h = strings.TrimSpace(h)
+	if strings.HasPrefix(h, "[") {
+		if i := strings.IndexByte(h, ']'); i > 0 {
+			h = h[:i+1]
+		}
+	} else if i := strings.LastIndexByte(h, ':'); i >= 0 {
+		h = h[:i]
+	}
+	return strings.TrimRight(string(ascii.AppendLower(nil, []byte(h))), ".")
 }

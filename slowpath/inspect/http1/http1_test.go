@@ -61,7 +61,6 @@ func TestPipelinedRequests(t *testing.T) {
 func TestRequestErrors(t *testing.T) {
 	for _, c := range []struct{ stream, want string }{
 		{"\x16\x03\x01 hello\r\n\r\n", "not HTTP/1.x"},
-		{"GET / HTTP/1.1\r\nno colon here\r\n\r\n", "header line without a name"},
 		{"POST / HTTP/1.1\r\nContent-Length: -4\r\n\r\n", "bad Content-Length"},
 		{"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "bad chunk size"},
 		{"GET /" + strings.Repeat("a", MaxHeaderBytes+1), "start line too long"},
@@ -139,4 +138,29 @@ func FuzzRequestParser(f *testing.F) {
 		rp.Expect([]byte("HEAD"))
 		rp.Parse([]byte(s), nil)
 	})
+}
+
+// A header line without a colon is kept as a header with an empty name and
+// the line as its value, flagged, as libhtp does; the request goes on.
+func TestHeaderWithoutColon(t *testing.T) {
+	var p RequestParser
+	var reqs []*Request
+	err := p.Parse([]byte("GET / HTTP/1.1\r\nno colon here\r\n: empty name\r\nHost: a.test\r\n\r\n"), func(r *Request) { reqs = append(reqs, r) })
+	if err != nil || len(reqs) != 1 {
+		t.Fatalf("%d requests, err %v", len(reqs), err)
+	}
+	h := reqs[0].Headers
+	if len(h) != 3 || string(h[0].Name) != "" || string(h[0].Value) != "no colon here" || !h[0].Invalid ||
+		string(h[1].Name) != "" || string(h[1].Value) != "empty name" || !h[1].Invalid || h[2].Invalid || string(reqs[0].Header("Host")) != "a.test" {
+		t.Fatalf("headers %+v", h)
+	}
+}
+
+// A request whose body cannot be delimited is still reported before the
+// error stops the parser.
+func TestBodyErrorAfterRequest(t *testing.T) {
+	got, err := parseAll(t, "POST /upload HTTP/1.1\r\nContent-Length: abc\r\n\r\nbody", 100)
+	if len(got) != 1 || got[0].uri != "/upload" || err == nil || !strings.Contains(err.Error(), "bad Content-Length") {
+		t.Fatalf("requests %+v, err %v", got, err)
+	}
 }

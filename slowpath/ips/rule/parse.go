@@ -7,6 +7,8 @@ import (
 	"io"
 	"strconv"
 	"strings"
+
+	"github.com/palisade/palisade/slowpath/internal/ascii"
 )
 
 // ParseReader reads a rules file: one rule per line, '#' comments, blank
@@ -322,7 +324,7 @@ func contentBytes(s string) ([]byte, error) {
 				if len(nib) != 0 {
 					return nil, reasonf("content has a split hex byte")
 				}
-			case isHex(c):
+			case ascii.IsHex(c):
 				nib = append(nib, c)
 				if len(nib) == 2 {
 					v, _ := strconv.ParseUint(string(nib), 16, 8)
@@ -363,8 +365,4 @@ func contentBytes(s string) ([]byte, error) {
 		return nil, reasonf("content is empty")
 	}
 	return out, nil
-}
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
 }

@@ -6,6 +6,8 @@ import (
 	"regexp/syntax"
 	"strconv"
 	"strings"
+
+	"github.com/palisade/palisade/slowpath/internal/ascii"
 )
 
 // pcreBufferFlags are Suricata's pcre modifiers that pick an HTTP buffer.
@@ -373,7 +375,7 @@ func translateEscape(s string, inClass bool) (string, int, error) {
 			}
 			hex, n = s[2:k], k+1
 		} else {
-			for n < len(s) && n < 3 && isHex(s[n]) {
+			for n < len(s) && n < 3 && ascii.IsHex(s[n]) {
 				n++
 			}
 			hex = s[1:n]

@@ -15,6 +15,7 @@ import (
 	"github.com/palisade/palisade/slowpath/engine"
 	"github.com/palisade/palisade/slowpath/eve"
 	"github.com/palisade/palisade/slowpath/inspect/craft"
+	"github.com/palisade/palisade/slowpath/internal/ascii"
 	"github.com/palisade/palisade/slowpath/ips"
 )
 
@@ -278,8 +279,7 @@ func runNaive(rs ruleSet, c *corpus, budget time.Duration) (float64, int) {
 	}
 	var low []byte
 	return scanBounded(c, budget, func(p []byte) {
-		low = append(low[:0], p...)
-		lowerASCII(low)
+		low = ascii.AppendLower(low[:0], p)
 		for i := range pats {
 			hay, pat := p, pats[i]
 			if rs.nocase[i] {
@@ -290,14 +290,6 @@ func runNaive(rs ruleSet, c *corpus, budget time.Duration) (float64, int) {
 			}
 		}
 	})
-}
-
-func lowerASCII(b []byte) {
-	for i, c := range b {
-		if c >= 'A' && c <= 'Z' {
-			b[i] = c + 32
-		}
-	}
 }
 
 func runRegexp(rs ruleSet, c *corpus, budget time.Duration) (float64, int) {
