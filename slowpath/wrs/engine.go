@@ -23,10 +23,9 @@ import (
 // Signature ids of web reputation alerts (gid 1), in a range local rules
 // do not use.
 const (
-	SIDHTTPBlocked  = 9000001 // an HTTP request to a blocked host or URL
-	SIDTLSBlocked   = 9000002 // a TLS ClientHello naming a blocked host
-	SIDHTTPDetected = 9000003 // as SIDHTTPBlocked, in tap (detect-only) mode
-	SIDTLSDetected  = 9000004 // as SIDTLSBlocked, in tap mode
+	// Blocks and, in tap mode, the same detections (action "allowed").
+	SIDHTTPBlocked = 9000001 // an HTTP request to a blocked host or URL
+	SIDTLSBlocked  = 9000002 // a TLS ClientHello naming a blocked host
 )
 
 // Option configures an Engine.

@@ -120,9 +120,18 @@ func parseEntry(category, score string) (Entry, error) {
 
 // add parses a site and stores e; prior is checked for duplicates too.
 func (f *Feed) add(site string, e Entry, prior *Feed) error {
-	site = strings.ToLower(site)
-	site = strings.TrimPrefix(strings.TrimPrefix(site, "http://"), "https://")
+	for _, scheme := range []string{"http://", "https://"} {
+		if len(site) > len(scheme) && strings.EqualFold(site[:len(scheme)], scheme) {
+			site = site[len(scheme):]
+			break
+		}
+	}
+	// Host names are case-insensitive; the path is compared as sent.
 	host, path, isURL := strings.Cut(site, "/")
+	host = strings.ToLower(host)
+	if site = host; isURL {
+		site += "/" + path
+	}
 	wild := strings.HasPrefix(host, "*.")
 	if wild {
 		if isURL {

@@ -54,12 +54,44 @@ type Policies struct {
 	Guests  map[uint32]Policy `yaml:"guests"`
 }
 
-// For returns a guest's policy.
+// For returns a guest's policy: the default with what the guest's entry
+// sets overridden. A block-threshold of 0 and an absent list are unset; an
+// empty list ([]) clears the default's. A category the guest lists in one
+// list is taken out of the other list it inherits, so the guest's word on
+// it stands.
 func (ps *Policies) For(guest uint32) *Policy {
-	if p, ok := ps.Guests[guest]; ok {
-		return &p
+	g, ok := ps.Guests[guest]
+	if !ok {
+		return &ps.Default
 	}
-	return &ps.Default
+	p := ps.Default
+	if g.BlockThreshold != 0 {
+		p.BlockThreshold = g.BlockThreshold
+	}
+	switch {
+	case g.Allow != nil:
+		p.Allow = g.Allow
+	case g.Deny != nil:
+		p.Allow = without(p.Allow, g.Deny)
+	}
+	switch {
+	case g.Deny != nil:
+		p.Deny = g.Deny
+	case g.Allow != nil:
+		p.Deny = without(p.Deny, g.Allow)
+	}
+	return &p
+}
+
+// without is list less the categories in drop.
+func without(list, drop []string) []string {
+	var out []string
+	for _, c := range list {
+		if !slices.Contains(drop, c) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 func (p *Policy) check() error {

@@ -275,3 +275,64 @@ func TestTLSSNISplitClientHello(t *testing.T) {
 		t.Fatalf("verdict %+v", v)
 	}
 }
+
+// A URL entry's path is compared as sent: only its host is case-folded.
+func TestURLEntryPathKeepsCase(t *testing.T) {
+	f := NewFeed()
+	if err := f.Read(strings.NewReader("Example.TEST/Login/Admin phishing 90\nHTTP://Shop.test/Cart gambling 50\n"), "f"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		host, path, key string
+	}{
+		{"example.test", "/Login/Admin?x=1", "example.test/Login/Admin"},
+		{"EXAMPLE.test", "/Login/Admin", "example.test/Login/Admin"},
+		{"example.test", "/login/admin", ""},
+		{"shop.test", "/Cart", "shop.test/Cart"},
+	} {
+		m, ok := f.Lookup(c.host, c.path)
+		if ok != (c.key != "") || m.Key != c.key {
+			t.Errorf("Lookup(%q, %q) = %q %v, want %q", c.host, c.path, m.Key, ok, c.key)
+		}
+	}
+	if err := NewFeed().Read(strings.NewReader("a.test/X x 5\nA.test/X y 6\n"), "f"); err == nil {
+		t.Fatal("the same URL with a differently cased host accepted twice")
+	}
+}
+
+// A guest's policy overrides only what it sets; the rest comes from the
+// default policy.
+func TestGuestPolicyMergesDefault(t *testing.T) {
+	m := func(cat string, score int) Match { return Match{Entry: Entry{Category: cat, Score: score}} }
+	ps := &Policies{
+		Default: Policy{BlockThreshold: 60, Allow: []string{"news"}, Deny: []string{"gambling"}},
+		Guests: map[uint32]Policy{
+			7: {BlockThreshold: 20},
+			8: {Deny: []string{"news"}},
+			9: {Allow: []string{"gambling"}},
+			10: {Deny: []string{}},
+		},
+	}
+	for _, c := range []struct {
+		guest uint32
+		m     Match
+		want  Decision
+	}{
+		{7, m("gambling", 0), Deny}, {7, m("news", 100), Pass}, {7, m("x", 20), Block},
+		{8, m("news", 0), Deny}, {8, m("gambling", 0), Pass}, {8, m("x", 60), Block}, {8, m("x", 59), Pass},
+		{9, m("gambling", 100), Pass}, {9, m("news", 100), Block}, // its allow list replaces the default's
+		{10, m("gambling", 0), Pass}, {10, m("news", 100), Pass},
+		{11, m("gambling", 0), Deny},
+	} {
+		if got := ps.For(c.guest).Decide(c.m); got != c.want {
+			t.Errorf("guest %d, %+v: %v, want %v", c.guest, c.m, got, c.want)
+		}
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.yaml")
+	os.WriteFile(p, []byte("web-reputation:\n  deny-categories: [gambling]\n  guests:\n    7: {block-threshold: 20}\n"), 0o600)
+	loaded, err := LoadPolicies(p)
+	if err != nil || loaded.For(7).Decide(m("gambling", 0)) != Deny {
+		t.Fatalf("loaded guest policy dropped the default deny list: %+v %v", loaded.For(7), err)
+	}
+}
