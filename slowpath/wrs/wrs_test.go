@@ -307,9 +307,9 @@ func TestGuestPolicyMergesDefault(t *testing.T) {
 	ps := &Policies{
 		Default: Policy{BlockThreshold: 60, Allow: []string{"news"}, Deny: []string{"gambling"}},
 		Guests: map[uint32]Policy{
-			7: {BlockThreshold: 20},
-			8: {Deny: []string{"news"}},
-			9: {Allow: []string{"gambling"}},
+			7:  {BlockThreshold: 20},
+			8:  {Deny: []string{"news"}},
+			9:  {Allow: []string{"gambling"}},
 			10: {Deny: []string{}},
 		},
 	}
