@@ -60,6 +60,10 @@ type Stats struct {
 	// StreamGaps counts holes in streams skipped because the peer
 	// acknowledged data that never reached the engine (a lost copy).
 	StreamGaps uint64
+	// ThresholdOverflow counts threshold and detection_filter events not
+	// tracked because the bucket table was full (each taken as the first
+	// event of its period).
+	ThresholdOverflow uint64
 	// LookbackCut counts stream directions that spent their re-check
 	// budget and look back only shortLookback bytes since.
 	LookbackCut uint64
@@ -99,7 +103,8 @@ func (e *Engine) Name() string { return "ips" }
 // Stats returns the counters so far.
 func (e *Engine) Stats() Stats {
 	return Stats{Packets: e.n.packets.Load(), Undecodable: e.n.undecodable.Load(), BadChecksum: e.n.badChecksum.Load(),
-		Alerts: e.n.alerts.Load(), Blocked: e.n.blocked.Load(), FlowsOffload: e.n.offloads.Load(), LookbackCut: e.n.lookbackCut.Load(), StreamGaps: e.n.gaps.Load()}
+		Alerts: e.n.alerts.Load(), Blocked: e.n.blocked.Load(), FlowsOffload: e.n.offloads.Load(), LookbackCut: e.n.lookbackCut.Load(), StreamGaps: e.n.gaps.Load(),
+		ThresholdOverflow: e.rates.overflow()}
 }
 
 // FlowEnd forgets a flow the fast path forgot.

@@ -399,3 +399,44 @@ func TestHTTPURINormalization(t *testing.T) {
 		t.Fatalf("dot segment evaded http.uri: alerts %v", got)
 	}
 }
+
+// Threshold buckets end with their own period, not after an hour, and the
+// table of them is bounded.
+func TestThresholdBuckets(t *testing.T) {
+	r := newRates()
+	lim := &rule.Rate{Type: rule.Limit, Track: rule.BySrc, Count: 1, Seconds: 7200}
+	src, dst := netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.2")
+	t0 := craft.Epoch
+	if !r.threshold(1, lim, src, dst, t0) {
+		t.Fatal("first event")
+	}
+	// Other traffic makes the table sweep after more than an hour: a
+	// two-hour period must survive it.
+	r.threshold(2, &rule.Rate{Type: rule.Limit, Track: rule.BySrc, Count: 1, Seconds: 1}, dst, src, t0.Add(90*time.Minute))
+	if r.threshold(1, lim, src, dst, t0.Add(100*time.Minute)) {
+		t.Fatal("a limit of 1 per two hours alerted twice within them: the bucket was swept after an hour")
+	}
+	// Short periods are swept once over, so buckets do not pile up.
+	short := &rule.Rate{Type: rule.Limit, Track: rule.BySrc, Count: 1, Seconds: 1}
+	for i := 0; i < 1000; i++ {
+		a := netip.AddrFrom4([4]byte{192, 0, 2 + byte(i>>8), byte(i)})
+		r.threshold(3, short, a, dst, t0.Add(time.Duration(i)*time.Second))
+	}
+	if n := r.len(); n > 100 {
+		t.Fatalf("%d buckets kept for 1 s periods over 1000 s", n)
+	}
+	// The table is capped; what does not fit is counted.
+	big := &rule.Rate{Type: rule.Limit, Track: rule.BySrc, Count: 1, Seconds: 3600}
+	for i := 0; i < maxRateBuckets+10; i++ {
+		a := netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})
+		if !r.threshold(4, big, a, dst, t0.Add(2000*time.Second)) {
+			t.Fatalf("event %d of a new address did not alert", i)
+		}
+	}
+	if n := r.len(); n > maxRateBuckets {
+		t.Fatalf("%d buckets, cap %d", n, maxRateBuckets)
+	}
+	if r.overflow() == 0 {
+		t.Fatal("overflow not counted")
+	}
+}
