@@ -30,6 +30,13 @@ type Record struct {
 	Alert     *Alert `json:"alert,omitempty"`
 	HTTP      *HTTP  `json:"http,omitempty"`
 	TLS       *TLS   `json:"tls,omitempty"`
+
+	// Guest and FastFlowID are those of the packet that raised the record
+	// (engine.Packet's Guest and FlowID), for the live service: it sends
+	// the alert to that guest's events and uses FastFlowID as flow_id.
+	// They are not part of the EVE line.
+	Guest      uint32 `json:"-"`
+	FastFlowID uint64 `json:"-"`
 }
 
 // Alert actions as EVE spells them.

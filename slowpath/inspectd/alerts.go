@@ -3,14 +3,12 @@ package inspectd
 import (
 	"bytes"
 	"encoding/json"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/palisade/palisade/fastpath/channel"
 	"github.com/palisade/palisade/slowpath/eve"
-	"github.com/palisade/palisade/slowpath/inspect/packet"
 )
 
 // alerts is the sink the engines emit to. Each record is completed with the
@@ -38,9 +36,9 @@ func newAlerts(s *Service, file *eve.Writer, rate int) *alerts {
 func (a *alerts) Emit(r *eve.Record) {
 	a.emitted.Add(1)
 	rec := *r
-	guest, flowID, found := a.s.whose(r)
-	if found {
-		rec.FlowID = flowID // EVE's flow_id is the fast path's in live mode
+	guest := r.Guest
+	if r.FastFlowID != 0 {
+		rec.FlowID = r.FastFlowID // EVE's flow_id is the fast path's in live mode
 	}
 	if a.file != nil {
 		a.file.Emit(&rec)
@@ -114,31 +112,6 @@ func (a *alerts) send(recs []channel.EventRecord) {
 		return
 	}
 	a.droppedUnbound.Add(uint64(len(recs)))
-}
-
-// whose finds the packet that raised an alert among those being inspected:
-// the one whose addresses, ports and protocol the record names.
-func (s *Service) whose(r *eve.Record) (guest uint32, flowID uint64, found bool) {
-	src, err1 := netip.ParseAddr(r.SrcIP)
-	dst, err2 := netip.ParseAddr(r.DestIP)
-	if err1 != nil || err2 != nil {
-		return 0, 0, false
-	}
-	for _, w := range s.workers {
-		w.mu.Lock()
-		if p := w.cur; p != nil {
-			var pk packet.Packet
-			if packet.Decode(p.Data, true, &pk) == nil && pk.Src.Unmap() == src && pk.Dst.Unmap() == dst &&
-				pk.ProtoName() == r.Proto && (!pk.HasPorts() || pk.SrcPort == r.SrcPort && pk.DstPort == r.DestPort) {
-				guest, flowID, found = p.Guest, p.FlowID, true
-			}
-		}
-		w.mu.Unlock()
-		if found {
-			return guest, flowID, true
-		}
-	}
-	return 0, 0, false
 }
 
 // bucket is a token bucket of rate tokens per second holding at most one

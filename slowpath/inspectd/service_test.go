@@ -518,3 +518,65 @@ func TestThroughput(t *testing.T) {
 		t.Fatalf("%d punts took %s", total, took)
 	}
 }
+
+// blockGuest holds the packets of one guest inside the chain until
+// released, so that another guest's packet is inspected meanwhile.
+type blockGuest struct {
+	guest   uint32
+	started chan struct{}
+	release chan struct{}
+	once    sync.Once
+}
+
+func (b *blockGuest) Name() string                    { return "block-guest" }
+func (b *blockGuest) FlowEnd(guest uint32, id uint64) {}
+func (b *blockGuest) Inspect(p *engine.Packet) engine.Verdict {
+	if p.Guest == b.guest {
+		b.once.Do(func() { close(b.started) })
+		<-b.release
+	}
+	return engine.Allow
+}
+
+// Two guests with the same addresses: each alert names the guest and flow
+// of the packet that raised it, not whichever packet being inspected has
+// the same 5-tuple.
+func TestAlertGuestWithOverlappingAddresses(t *testing.T) {
+	cfg := ips.DefaultConfig()
+	rs := ips.LoadString(cfg, `alert udp any any -> any 53 (msg:"PALISADE TEST probe"; content:"probe"; sid:1000012; rev:1;)`)
+	b := &blockGuest{guest: 1, started: make(chan struct{}), release: make(chan struct{})}
+	l := startLoop(t, inspectd.Config{Workers: 2}, func(sink eve.Sink) (engine.Engine, error) {
+		return engine.Chain{b, ips.New(rs, cfg, ips.WithSink(sink))}, nil
+	})
+	// Flow ids that put guest 1 on the first worker and guest 2 on the
+	// second (the service's shard function), so a search of the workers
+	// in order meets guest 1's packet first.
+	shard := func(guest uint32, flowID uint64) uint64 {
+		return ((flowID ^ uint64(guest)<<32 ^ uint64(guest)) * 0x9e3779b97f4a7c15 >> 32) % 2
+	}
+	var f1, f2 uint64
+	for id := uint64(100); f1 == 0 || f2 == 0; id++ {
+		if f1 == 0 && shard(1, id) == 0 {
+			f1 = id
+		}
+		if f2 == 0 && shard(2, id) == 1 {
+			f2 = id
+		}
+	}
+	ep := &craft.Endpoints{Ethernet: true}
+	frame := ep.UDP(netip.MustParseAddrPort(guestIP+":5000"), netip.MustParseAddrPort("198.51.100.53:53"), []byte("a probe")).Data
+	l.fast.Punt(channel.PuntRecord{Guest: 1, Direction: channel.FromGuest, FlowID: f1, PacketID: 1, Data: frame})
+	<-b.started
+	l.fast.Punt(channel.PuntRecord{Guest: 2, Direction: channel.FromGuest, FlowID: f2, PacketID: 1, Data: frame})
+	l.fast.WaitVerdicts(1, 5*time.Second)
+	evs := l.fast.WaitEvents(1, 5*time.Second)
+	close(b.release)
+	var rec eve.Record
+	if len(evs) < 1 || json.Unmarshal(evs[0].Body, &rec) != nil || evs[0].Guest != 2 || rec.FlowID != f2 {
+		t.Fatalf("guest 2's alert went out as guest %d flow %d (want flow %d): %s", evs[0].Guest, rec.FlowID, f2, evs[0].Body)
+	}
+	evs = l.fast.WaitEvents(2, 5*time.Second) // all events so far
+	if len(evs) != 2 || json.Unmarshal(evs[1].Body, &rec) != nil || evs[1].Guest != 1 || rec.FlowID != f1 {
+		t.Fatalf("guest 1's alert: %d events", len(evs))
+	}
+}

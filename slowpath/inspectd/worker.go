@@ -67,12 +67,7 @@ type worker struct {
 
 	queuedPackets, queuedBytes atomic.Int64
 
-	// cur is the packet being inspected, for the alert sink to find whose
-	// alert it is given (engines emit on the inspecting goroutine, but the
-	// EVE record carries no guest).
-	mu  sync.Mutex
-	cur *engine.Packet
-	pkt engine.Packet
+	pkt engine.Packet // the packet being inspected
 
 	// The verdict batch being filled, for bind.
 	bind *binding
@@ -194,15 +189,9 @@ func (w *worker) judge(c *chunk, it *item) (engine.Verdict, bool) {
 	p := &w.pkt
 	*p = engine.Packet{Guest: it.guest, FlowID: it.flowID, PacketID: it.packetID, Direction: it.dir, Tap: it.tap,
 		Time: c.recv, Link: engine.LinkEthernet, Data: c.data[it.off : it.off+it.n : it.off+it.n]}
-	w.mu.Lock()
-	w.cur = p
-	w.mu.Unlock()
 	start := time.Now()
 	v, ok := w.inspect(p, it)
 	w.engine.add(time.Since(start))
-	w.mu.Lock()
-	w.cur = nil
-	w.mu.Unlock()
 	if !ok {
 		return v, false
 	}

@@ -482,6 +482,7 @@ func (e *Engine) decide(ev *evaluation, st *flowState) engine.Verdict {
 func (e *Engine) emit(ev *evaluation, st *flowState, h hit, blocked bool) {
 	e.n.alerts.Add(1)
 	rec := eve.NewAlert(e.now(ev), ev.f.ID, ev.pk.Src, ev.pk.SrcPort, ev.pk.Dst, ev.pk.DstPort, ev.pk.HasPorts(), ev.pk.ProtoName())
+	rec.Guest, rec.FastFlowID = ev.p.Guest, ev.p.FlowID
 	rec.Alert = &eve.Alert{Action: eve.ActionAllowed, GID: 1, SignatureID: h.r.SID, Rev: h.r.Rev, Signature: h.r.Msg,
 		Category: h.r.category, Severity: h.r.severity}
 	if blocked {

@@ -17,10 +17,10 @@ const maxRateBuckets = 65536
 // detection_filter. Time is packet time, so offline runs count as the
 // capture did.
 type rates struct {
-	mu       sync.Mutex
-	buckets  map[rateKey]*bucket
-	swept    time.Time
-	dropped  atomic.Uint64 // events not tracked because the table was full
+	mu      sync.Mutex
+	buckets map[rateKey]*bucket
+	swept   time.Time
+	dropped atomic.Uint64 // events not tracked because the table was full
 }
 
 type rateKey struct {

@@ -227,6 +227,7 @@ func (e *Engine) alert(p *engine.Packet, pk *packet.Packet, f *flow.Flow[*flowSt
 		ts = time.Now()
 	}
 	rec := eve.NewAlert(ts, f.ID, pk.Src, pk.SrcPort, pk.Dst, pk.DstPort, true, pk.ProtoName())
+	rec.Guest, rec.FastFlowID = p.Guest, p.FlowID
 	severity := 2
 	if m.Score >= 90 {
 		severity = 1
