@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
+	"time"
 
 	"github.com/gopacket/gopacket"
 	"github.com/gopacket/gopacket/layers"
@@ -128,7 +130,7 @@ func Run(path string, e engine.Engine, stamp *Stamp, mode Mode) (Summary, error)
 		}
 		src = r
 	}
-	decided := map[flow.Key]channel.FlowDecision{}
+	decided := newDecisions()
 	offset := int64(24) // classic pcap: header, then 16 bytes and the data per record
 	for {
 		data, ci, err := src.ReadPacketData()
@@ -146,11 +148,9 @@ func Run(path string, e engine.Engine, stamp *Stamp, mode Mode) (Summary, error)
 		offset += 16 + int64(len(data))
 		sum.Packets++
 		var pk packet.Packet
-		var key flow.Key
 		keyed := packet.Decode(data, link == engine.LinkEthernet, &pk) == nil
 		if keyed {
-			key = flow.KeyOf(0, &pk)
-			switch decided[key] {
+			switch d, _ := decided.get(&pk, ci.Timestamp); d {
 			case channel.FlowBlock:
 				sum.Dropped++
 				sum.FlowDropped++
@@ -168,11 +168,90 @@ func Run(path string, e engine.Engine, stamp *Stamp, mode Mode) (Summary, error)
 			sum.Dropped++
 		}
 		if keyed && (v.Flow == channel.FlowOffload || v.Flow == channel.FlowBlock && mode == IPS) {
-			decided[key] = v.Flow
+			decided.set(&pk, 0, v.Flow, ci.Timestamp)
 		}
 	}
 	sum.Alerts = stamp.count
 	return sum, nil
+}
+
+// decisions are the flows offloaded or blocked, whose later packets the
+// fast path would not punt. They are forgotten as the engines forget a
+// flow: when a bare SYN opens a new connection on the 5-tuple, and after
+// the flow table's idle timeouts (in packet time).
+type decisions struct {
+	m         map[flow.Key]*decision
+	lastSweep time.Time
+}
+
+type decision struct {
+	flow   channel.FlowDecision
+	last   time.Time
+	closed bool // a reset, or FINs both ways
+	fin    [2]bool
+}
+
+func newDecisions() *decisions { return &decisions{m: map[flow.Key]*decision{}} }
+
+func (d *decisions) len() int { return len(d.m) }
+
+// set records the decision on pk's flow.
+func (d *decisions) set(pk *packet.Packet, guest uint32, v channel.FlowDecision, now time.Time) {
+	d.m[flow.KeyOf(guest, pk)] = &decision{flow: v, last: now}
+}
+
+// get returns the decision on pk's flow (0 if none) and notes pk's time
+// and closing flags. A bare SYN clears it: a new connection.
+func (d *decisions) get(pk *packet.Packet, now time.Time) (channel.FlowDecision, bool) {
+	d.sweep(now)
+	k := flow.KeyOf(0, pk)
+	e := d.m[k]
+	if e == nil {
+		return 0, false
+	}
+	if e.expired(now) {
+		delete(d.m, k)
+		return 0, false
+	}
+	if pk.Proto == packet.ProtoTCP && !pk.Fragment {
+		switch {
+		case pk.Flags&(packet.SYN|packet.ACK|packet.RST) == packet.SYN:
+			delete(d.m, k)
+			return 0, false
+		case pk.Flags&packet.RST != 0:
+			e.closed = true
+		case pk.Flags&packet.FIN != 0:
+			side := 0
+			if netip.AddrPortFrom(pk.Src, pk.SrcPort) != k.Lo {
+				side = 1
+			}
+			e.fin[side] = true
+			e.closed = e.fin[0] && e.fin[1]
+		}
+	}
+	e.last = now
+	return e.flow, true
+}
+
+// sweep forgets decisions idle past the flow table's timeouts.
+func (d *decisions) sweep(now time.Time) {
+	if now.Sub(d.lastSweep) < 10*time.Second {
+		return
+	}
+	d.lastSweep = now
+	for k, e := range d.m {
+		if e.expired(now) {
+			delete(d.m, k)
+		}
+	}
+}
+
+func (e *decision) expired(now time.Time) bool {
+	limit := flow.DefaultIdleTimeout
+	if e.closed {
+		limit = flow.DefaultClosedTimeout
+	}
+	return now.Sub(e.last) > limit
 }
 
 func linkType(t layers.LinkType) (engine.LinkType, error) {

@@ -7,9 +7,16 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/gopacket/gopacket/layers"
+
+	"github.com/palisade/palisade/fastpath/channel"
 	"github.com/palisade/palisade/slowpath/engine"
 	"github.com/palisade/palisade/slowpath/eve"
+	"github.com/palisade/palisade/slowpath/inspect/craft"
+	"github.com/palisade/palisade/slowpath/inspect/flow"
+	"github.com/palisade/palisade/slowpath/inspect/packet"
 	"github.com/palisade/palisade/slowpath/ips"
 	"github.com/palisade/palisade/slowpath/wrs"
 )
@@ -137,5 +144,62 @@ func TestNotACapture(t *testing.T) {
 	var ce *CorruptError
 	if !errors.As(err, &ce) || ce.Offset != 0 {
 		t.Fatalf("err %v", err)
+	}
+}
+
+// A later connection on the 5-tuple of a blocked flow is a new connection:
+// it is inspected, not dropped as part of the old one.
+func TestTupleReusedAfterBlock(t *testing.T) {
+	clock := &craft.Clock{Now: craft.Epoch}
+	frames := httpAttack(true, clock)
+	e := &craft.Endpoints{Ethernet: true, Clock: clock}
+	c := e.NewTCP(attacker+":41000", server+":80")
+	c.CSeq, c.SSeq = 700000, 900000
+	frames = append(frames, c.Handshake()...)
+	frames = append(frames, c.Send(true, []byte(attackRequest)))
+	path := filepath.Join(t.TempDir(), "reuse.pcap")
+	if err := os.WriteFile(path, capture{link: layers.LinkTypeEthernet, frames: frames}.bytes(t), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mem := &eve.Memory{}
+	ch, stamp := chain(t, mem)
+	sum, err := Run(path, ch, stamp, IPS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := alerts(mem.Records())
+	if len(got) != 2 || got[0].sid != 1000001 || got[1].sid != 1000001 || got[1].pcap != uint64(len(frames)) {
+		t.Fatalf("alerts %+v, summary %+v: the second connection was not inspected", got, sum)
+	}
+	if sum.FlowDropped != 4 { // the first connection's answer and close
+		t.Fatalf("summary %+v", sum)
+	}
+}
+
+// Decisions are forgotten with the flow: on a new connection's SYN, and
+// once idle as long as the engines' flow timeouts.
+func TestDecisionsExpire(t *testing.T) {
+	e := &craft.Endpoints{}
+	c := e.NewTCP("10.0.0.5:40000", "192.0.2.10:80")
+	hs := c.Handshake()
+	data := c.Send(true, []byte("x"))
+	d := newDecisions()
+	t0 := craft.Epoch
+	d.set(data.Decoded(), 0, channel.FlowOffload, t0)
+	if v, _ := d.get(data.Decoded(), t0.Add(time.Minute)); v != channel.FlowOffload {
+		t.Fatal("decision lost")
+	}
+	if v, _ := d.get(data.Decoded(), t0.Add(time.Minute+flow.DefaultIdleTimeout+time.Second)); v != 0 || d.len() != 0 {
+		t.Fatal("idle decision kept")
+	}
+	d.set(data.Decoded(), 0, channel.FlowBlock, t0)
+	if v, _ := d.get(hs[0].Decoded(), t0.Add(time.Second)); v != 0 || d.len() != 0 {
+		t.Fatal("a bare SYN did not clear the decision")
+	}
+	d.set(data.Decoded(), 0, channel.FlowBlock, t0)
+	rst := c.Segment(false, c.SSeq, c.CSeq, packet.RST|packet.ACK, nil)
+	d.get(rst.Decoded(), t0)
+	if v, _ := d.get(data.Decoded(), t0.Add(flow.DefaultClosedTimeout+time.Second)); v != 0 {
+		t.Fatal("a reset flow's decision outlived the closed timeout")
 	}
 }

@@ -74,7 +74,8 @@ type Flow[S any] struct {
 
 	streams [2]*stream.Stream
 	seen    [2]bool
-	syn     bool // client SYN
+	syn     bool   // client SYN
+	isn     uint32 // its sequence number
 	synAck  bool // server SYN/ACK
 	est     bool
 	fin     [2]bool
@@ -118,7 +119,7 @@ func (f *Flow[S]) Track(p *packet.Packet, side Side, limits stream.Limits) int {
 	}
 	switch {
 	case p.Flags&(packet.SYN|packet.ACK) == packet.SYN && side == ToServer:
-		f.syn = true
+		f.syn, f.isn = true, p.Seq
 		st.Start(p.Seq)
 	case p.Flags&(packet.SYN|packet.ACK) == packet.SYN|packet.ACK && side == ToClient:
 		if f.syn {
@@ -201,6 +202,13 @@ func (t *Table[S]) Get(guest uint32, fastID uint64, p *packet.Packet, now time.T
 	sh.mu.Lock()
 	t.sweep(sh, now)
 	f := sh.flows[k]
+	var replaced *Flow[S]
+	if f != nil && newConnection(f, p) {
+		// The 5-tuple is reused by a new connection: forget the old flow
+		// (its decisions and streams) rather than continue it.
+		replaced, f = f, nil
+		delete(sh.flows, k)
+	}
 	if f == nil {
 		f = &Flow[S]{Key: k, ID: (h ^ uint64(now.UnixNano())) & (1<<53 - 1)}
 		src, dst := netip.AddrPortFrom(p.Src, p.SrcPort), netip.AddrPortFrom(p.Dst, p.DstPort)
@@ -216,6 +224,12 @@ func (t *Table[S]) Get(guest uint32, fastID uint64, p *packet.Packet, now time.T
 	}
 	f.last = now
 	sh.mu.Unlock()
+	if replaced != nil {
+		t.forgetAliases(replaced, 0)
+		if t.Release != nil {
+			t.Release(replaced)
+		}
+	}
 	if fastID != 0 {
 		t.alias(guest, fastID, f)
 	}
@@ -224,6 +238,16 @@ func (t *Table[S]) Get(guest uint32, fastID uint64, p *packet.Packet, now time.T
 		side = ToClient
 	}
 	return f, side
+}
+
+// newConnection says whether p, for the 5-tuple of f, opens a new TCP
+// connection: a bare SYN that is not f's own (retransmitted) SYN.
+func newConnection[S any](f *Flow[S], p *packet.Packet) bool {
+	if p.Proto != packet.ProtoTCP || p.Fragment || p.Flags&(packet.SYN|packet.ACK|packet.RST) != packet.SYN {
+		return false
+	}
+	fromClient := p.Src == f.Client.Addr() && p.SrcPort == f.Client.Port()
+	return !f.syn || !fromClient || p.Seq != f.isn
 }
 
 func (t *Table[S]) alias(guest uint32, fastID uint64, f *Flow[S]) {

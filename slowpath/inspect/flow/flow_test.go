@@ -80,3 +80,44 @@ func TestIdleFlowsAndEnd(t *testing.T) {
 		t.Fatalf("idle flow never swept (%d released)", released)
 	}
 }
+
+// A bare SYN with a new initial sequence number on the 5-tuple of a known
+// flow opens a new connection: the old flow is forgotten, not continued.
+func TestNewConnectionOnSameTuple(t *testing.T) {
+	tab := NewTable[int]()
+	var released []*Flow[int]
+	tab.Release = func(f *Flow[int]) { released = append(released, f) }
+	e := &craft.Endpoints{}
+	c := e.NewTCP("10.0.0.5:40000", "192.0.2.10:80")
+	track := func(fr craft.Frame) *Flow[int] {
+		p := fr.Decoded()
+		f, s := tab.Get(1, 77, p, fr.Time)
+		f.Track(p, s, stream.Limits{})
+		return f
+	}
+	var first *Flow[int]
+	for _, fr := range append(c.Handshake(), c.Send(true, []byte("old"))) {
+		first = track(fr)
+	}
+	first.State = 1
+	again := e.NewTCP("10.0.0.5:40000", "192.0.2.10:80")
+	again.CSeq = 9000
+	hs := again.Handshake()
+	second := track(hs[0])
+	if second == first || second.State != 0 || len(released) != 1 || released[0] != first {
+		t.Fatalf("new SYN continued the old flow (same %v, state %d, released %d)", second == first, second.State, len(released))
+	}
+	if track(hs[0]) != second { // retransmitted SYN
+		t.Fatal("a retransmitted SYN started another flow")
+	}
+	for _, fr := range append(hs[1:], again.Send(true, []byte("new"))) {
+		track(fr)
+	}
+	if got := string(second.Stream(ToServer).Data()); got != "new" || tab.Len() != 1 {
+		t.Fatalf("stream %q, %d flows", got, tab.Len())
+	}
+	tab.End(1, 77) // the alias now names the new flow
+	if tab.Len() != 0 {
+		t.Fatal("End by the fast path's id missed the new flow")
+	}
+}
