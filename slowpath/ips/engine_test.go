@@ -440,3 +440,12 @@ func TestThresholdBuckets(t *testing.T) {
 		t.Fatal("overflow not counted")
 	}
 }
+
+// http.host is normalized as web reputation's lookups: trailing dots go too.
+func TestHTTPHostTrailingDot(t *testing.T) {
+	h := newHarness(t, `alert http any any -> any any (pcre:"/^www\.example\.test$/W"; sid:1;)`)
+	h.run(httpSession("GET / HTTP/1.1\r\nHost: WWW.Example.test.:8080\r\n\r\n", "")...)
+	if got := h.sids(); !slices.Equal(got, []uint32{1}) {
+		t.Fatalf("alerts %v", got)
+	}
+}
