@@ -56,10 +56,7 @@ func TestLookup(t *testing.T) {
 		{"shop.test", "/", ""},
 		{"notexample.test", "/", ""},
 	} {
-		m, ok := f.Lookup(c.host, c.path)
-		if ok != (c.key != "") || m.Key != c.key {
-			t.Errorf("Lookup(%q, %q) = %q %v, want %q", c.host, c.path, m.Key, ok, c.key)
-		}
+		checkLookup(t, f, c.host, c.path, c.key)
 	}
 }
 
@@ -290,10 +287,7 @@ func TestURLEntryPathKeepsCase(t *testing.T) {
 		{"example.test", "/login/admin", ""},
 		{"shop.test", "/Cart", "shop.test/Cart"},
 	} {
-		m, ok := f.Lookup(c.host, c.path)
-		if ok != (c.key != "") || m.Key != c.key {
-			t.Errorf("Lookup(%q, %q) = %q %v, want %q", c.host, c.path, m.Key, ok, c.key)
-		}
+		checkLookup(t, f, c.host, c.path, c.key)
 	}
 	if err := NewFeed().Read(strings.NewReader("a.test/X x 5\nA.test/X y 6\n"), "f"); err == nil {
 		t.Fatal("the same URL with a differently cased host accepted twice")
@@ -334,5 +328,14 @@ func TestGuestPolicyMergesDefault(t *testing.T) {
 	loaded, err := LoadPolicies(p)
 	if err != nil || loaded.For(7).Decide(m("gambling", 0)) != Deny {
 		t.Fatalf("loaded guest policy dropped the default deny list: %+v %v", loaded.For(7), err)
+	}
+}
+
+// checkLookup checks that host and path find key ("" for no match).
+func checkLookup(t *testing.T, f *Feed, host, path, key string) {
+	t.Helper()
+	m, ok := f.Lookup(host, path)
+	if ok != (key != "") || m.Key != key {
+		t.Errorf("Lookup(%q, %q) = %q %v, want %q", host, path, m.Key, ok, key)
 	}
 }

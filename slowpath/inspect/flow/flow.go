@@ -76,7 +76,7 @@ type Flow[S any] struct {
 	seen    [2]bool
 	syn     bool   // client SYN
 	isn     uint32 // its sequence number
-	synAck  bool // server SYN/ACK
+	synAck  bool   // server SYN/ACK
 	est     bool
 	fin     [2]bool
 	last    time.Time // guarded by the shard lock
