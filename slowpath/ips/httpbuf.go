@@ -41,6 +41,9 @@ func httpBuffers(stream []byte, req *http1.Request) [rule.NumBuffers][]byte {
 // remove_dot_segments); the query is percent-decoded. A request target
 // that is not a path (absolute or authority form, '*') is only decoded.
 func NormalizeURI(u []byte) []byte {
+	if bytes.IndexByte(u, '%') < 0 && bytes.IndexByte(u, '\\') < 0 && !bytes.Contains(u, []byte("//")) && !bytes.Contains(u, []byte("/.")) {
+		return u // nothing to decode or normalize
+	}
 	path, query, hasQuery := bytes.Cut(u, []byte("?"))
 	if len(path) == 0 || path[0] != '/' {
 		return percentDecode(nil, u)

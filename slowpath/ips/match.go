@@ -25,10 +25,9 @@ type matcher struct {
 	ms    []rule.Match
 	data  []byte
 	steps int
-	after int  // a match must end past this offset (-1: any match)
-	lo    int  // unanchored searches start here or later
-	force int  // this match must itself end past after (-1: none)
-	found bool // some match was found, new or not
+	after int // a match must end past this offset (-1: any match)
+	lo    int // unanchored searches start here or later
+	force int // this match must itself end past after (-1: none)
 }
 
 // matchBuffer says whether ms match data.
@@ -41,14 +40,13 @@ func matchStream(ms []rule.Match, data []byte, after, lo int) bool {
 		return after < 0
 	}
 	m := matcher{ms: ms, data: data, after: after, lo: lo, force: -1}
-	if m.from(0, 0, -1) {
-		return true
+	if after < 0 {
+		return m.from(0, 0, -1)
 	}
-	if after < 0 || !m.found {
-		return false
-	}
-	// Only old matches were found first: look for one in which some
-	// content or pcre is placed to end in the new bytes, trying each.
+	// A new match has some content or pcre ending in the new bytes: look
+	// for one with each placed there in turn, the last first (the one a
+	// growing stream usually completes). The placed one is searched for
+	// from the new bytes on, so an old match costs nothing to skip.
 	for k := len(ms) - 1; k >= 0; k-- {
 		if isNegated(ms[k]) {
 			continue
@@ -65,7 +63,6 @@ func matchStream(ms []rule.Match, data []byte, after, lo int) bool {
 // end so far.
 func (m *matcher) from(i, prevEnd, furthest int) bool {
 	if i == len(m.ms) {
-		m.found = true
 		return furthest > m.after
 	}
 	m.steps++
