@@ -34,6 +34,9 @@ type KernelBench struct {
 	// WordPool sizes the datapath's bitmap-word pool (0: the default);
 	// it must hold two policies of the largest count (see WordPool).
 	WordPool uint32
+	// Verified is filled by Run: the verifier's instruction count per
+	// datapath program.
+	Verified map[string]uint32
 
 	d      *datapath.Datapath
 	slot   uint32
@@ -69,6 +72,9 @@ func (k *KernelBench) Run(ctx context.Context, counts []int) (rows []KernelCase,
 	// Uninstall deletes the punt device in the namespace it runs in: NS's,
 	// never the root namespace's (which may be a real fastpathd's).
 	defer func() { err = errors.Join(err, k.NS.Do(k.d.Uninstall)) }()
+	if k.Verified, err = k.d.VerifiedInstructions(); err != nil {
+		return nil, err
+	}
 	k.nextID = 1
 	if err := k.d.CreateTables(k.slot, policy.DefaultMaxTCP, policy.DefaultMaxUDP); err != nil {
 		return nil, err

@@ -107,7 +107,7 @@ type host struct {
 type hostOpts struct {
 	version     string
 	unboundWarn time.Duration
-	handler     bindserver.Handler
+	handler     channel.Handler
 }
 
 func startHost(t *testing.T, site *lab.Site, o hostOpts) *host {
@@ -147,7 +147,7 @@ type appOpts struct {
 	version string
 	secret  func() ([]byte, error)
 	caps    channel.Capabilities
-	handler bindclient.Handler
+	handler channel.Handler
 }
 
 func startAppliance(t *testing.T, ns *lab.Namespace, o appOpts) *appliance {

@@ -14,14 +14,6 @@ import (
 	"github.com/palisade/palisade/fastpath/channel"
 )
 
-// Handler is what the rest of fastpathd plugs into a binding: it learns when
-// a slow path binds and unbinds and receives its verdicts and events.
-type Handler interface {
-	Bound(s *channel.Session, r channel.Result)
-	HandleFrame(f channel.Frame) error
-	Unbound(reason error)
-}
-
 // Config configures a Server.
 type Config struct {
 	Self     channel.Identity
@@ -35,7 +27,7 @@ type Config struct {
 	DeepInspection channel.Capabilities
 
 	Log     logrus.FieldLogger
-	Handler Handler
+	Handler channel.Handler
 }
 
 // Server accepts slow paths and keeps at most one bound.

@@ -12,9 +12,9 @@ import (
 	"github.com/palisade/palisade/fastpath/events"
 	"github.com/palisade/palisade/fastpath/guests"
 	"github.com/palisade/palisade/fastpath/heap"
-	"github.com/palisade/palisade/fastpath/localapi"
 	"github.com/palisade/palisade/fastpath/policy"
 	"github.com/palisade/palisade/fastpath/punt"
+	"github.com/palisade/palisade/hypervisor/localapi"
 )
 
 // Client calls a fastpathd's control API.

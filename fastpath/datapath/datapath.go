@@ -292,3 +292,26 @@ func MeasureBase(cfg Config) (uint64, error) {
 	defer d.objs.Close()
 	return d.BaseMemory()
 }
+
+// VerifiedInstructions is, per program, how many instructions the verifier
+// processed to accept it: the datapath's complexity as the kernel sees it,
+// printed by bench:fastpath so that it never grows unnoticed.
+func (d *Datapath) VerifiedInstructions() (map[string]uint32, error) {
+	progs := map[string]*ebpf.Program{
+		"from_guest": d.objs.FromGuest, "to_guest": d.objs.ToGuest,
+		"punt_out": d.objs.PuntOut, "reinject": d.objs.Reinject, "punt_sink": d.objs.PuntSink,
+	}
+	out := make(map[string]uint32, len(progs))
+	for name, p := range progs {
+		info, err := p.Info()
+		if err != nil {
+			return nil, fmt.Errorf("program %s: info: %w", name, err)
+		}
+		n, ok := info.VerifiedInstructions()
+		if !ok {
+			return nil, fmt.Errorf("program %s: the kernel does not report verified instructions (needs 5.16)", name)
+		}
+		out[name] = n
+	}
+	return out, nil
+}

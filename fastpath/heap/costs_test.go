@@ -1,7 +1,7 @@
 package heap
 
 import (
-	"os"
+	"github.com/palisade/palisade/hypervisor/lab"
 	"testing"
 
 	"github.com/palisade/palisade/fastpath/datapath"
@@ -10,9 +10,7 @@ import (
 // TestCostModelPredictsTheKernel creates connection tables of many sizes and
 // checks that the measured model gives exactly what the kernel reports.
 func TestCostModelPredictsTheKernel(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create BPF maps")
-	}
+	lab.NeedRoot(t, "to create BPF maps")
 	c, err := Measure()
 	if err != nil {
 		t.Fatal(err)

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/palisade/palisade/fastpath/channel"
-	"github.com/palisade/palisade/fastpath/localapi"
+	"github.com/palisade/palisade/hypervisor/localapi"
 )
 
 // e2e starts fastpathd in a host namespace and slowpathd in its appliance,

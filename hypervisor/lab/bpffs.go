@@ -59,9 +59,7 @@ func isBPFFS(path string) bool {
 // this process's pid, so sweep-tests unmounts it if the test is killed.
 func BPFFSForTest(t testing.TB) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a BPF filesystem")
-	}
+	NeedRoot(t, "to mount a BPF filesystem")
 	dir, unmount, err := mountBPFFS(testTempPrefix() + "bpffs-*")
 	if err != nil {
 		t.Fatal(err)

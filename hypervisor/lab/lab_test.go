@@ -82,9 +82,7 @@ func TestSiteConnectsAppliancesOverLinkLocal(t *testing.T) {
 }
 
 func TestCloseRemovesNamespacesAndProcesses(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
+	NeedRoot(t, "to create network namespaces")
 	l, err := New(TestName())
 	if err != nil {
 		t.Fatal(err)
@@ -118,9 +116,7 @@ func TestCloseRemovesNamespacesAndProcesses(t *testing.T) {
 // TestCleanupOnPanic runs a test in a child process that builds a lab and then
 // panics, and checks that the child's namespaces are gone afterwards.
 func TestCleanupOnPanic(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
+	NeedRoot(t, "to create network namespaces")
 	names := filepath.Join(t.TempDir(), "names")
 	cmd := exec.Command(os.Args[0], "-test.run=^TestPanickingLab$", "-test.v")
 	cmd.Env = append(os.Environ(), "LAB_PANIC_NAMES="+names)
@@ -193,9 +189,7 @@ func deadPID(t *testing.T) int {
 // TestSweepRemovesLeftovers: the sweep removes a namespace whose owning
 // process has exited and leaves a live process's alone.
 func TestSweepRemovesLeftovers(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
+	NeedRoot(t, "to create network namespaces")
 	dead := fmt.Sprintf("%ssweep%d", TestPrefix, deadPID(t))
 	l, err := New(dead)
 	if err != nil {
@@ -268,9 +262,7 @@ func TestExistingNamespaceIsNeverDeleted(t *testing.T) {
 // of dying (a thread's death kills the daemons started from it with
 // Pdeathsig).
 func TestFailedEnterKeepsTheThread(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	NeedRoot(t, "to create network namespaces and move threads between them")
 	tid := 0
 	err := onThreadIn(func() (netns.NsHandle, error) {
 		tid = unix.Gettid()

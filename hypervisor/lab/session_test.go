@@ -14,9 +14,7 @@ import (
 // removed when t ends.
 func sessionForTest(t *testing.T, what string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a BPF filesystem")
-	}
+	NeedRoot(t, "to mount a BPF filesystem")
 	name := testTempPrefix() + what
 	t.Cleanup(func() { os.Remove(filepath.Join(LockDir, name+".lock")) })
 	return name
@@ -135,9 +133,7 @@ func TestStaleRecordOutsideThePatternIsRefused(t *testing.T) {
 // TestSweepTestsRemovesOnlyExitedProcesses: a dead test process's bpffs and
 // directory are removed, a live one's stay.
 func TestSweepTestsRemovesOnlyExitedProcesses(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to mount a BPF filesystem")
-	}
+	NeedRoot(t, "to mount a BPF filesystem")
 	deadBPFFS, unmount, err := mountBPFFS(fmt.Sprintf("palisade-%s%d-bpffs-*", TestPrefix, deadPID(t)))
 	if err != nil {
 		t.Fatal(err)

@@ -43,13 +43,28 @@ func TempDirForTest(t testing.TB) string {
 	return dir
 }
 
+// InCI says the suite runs in CI (CI=true), where every test must run.
+func InCI() bool { return os.Getenv("CI") == "true" }
+
+// NeedRoot skips t when the process is not root, with why (what needs it),
+// except in CI: there a test that cannot run fails, so the suite never
+// passes with a part of it unrun.
+func NeedRoot(t testing.TB, why string) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if InCI() {
+		t.Fatalf("needs root (%s), and CI=true: run the suite as root (go tool task test)", why)
+	}
+	t.Skipf("needs root (%s); run the suite as root (go tool task test)", why)
+}
+
 // ForTest returns a lab that is removed when t ends, whether it passed,
 // failed or panicked. Without root (no way to create namespaces) it skips.
 func ForTest(t testing.TB) *Lab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces; run the suite as root (go tool task test)")
-	}
+	NeedRoot(t, "to create network namespaces")
 	l, err := New(TestName())
 	if err != nil {
 		t.Fatal(err)
@@ -65,7 +80,7 @@ func ForTest(t testing.TB) *Lab {
 // RunWithBinaries is the TestMain of packages whose tests run the daemons:
 // as root it builds them once into a temporary directory (bins then names
 // them), runs the tests, and removes them. Without root it only runs the
-// tests (which then skip).
+// tests (which then skip, or fail in CI).
 func RunWithBinaries(m *testing.M, bins *Binaries) int {
 	if os.Geteuid() != 0 {
 		return m.Run()

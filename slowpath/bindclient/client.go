@@ -13,14 +13,6 @@ import (
 	"github.com/palisade/palisade/fastpath/channel"
 )
 
-// Handler is what the rest of slowpathd plugs into a binding: it learns when
-// the binding comes and goes and receives punts and events.
-type Handler interface {
-	Bound(s *channel.Session, r channel.Result)
-	HandleFrame(f channel.Frame) error
-	Unbound(reason error)
-}
-
 // Config configures a Client.
 type Config struct {
 	Self     channel.Identity
@@ -36,7 +28,7 @@ type Config struct {
 	BackoffMax time.Duration // default 5s
 
 	Log     logrus.FieldLogger
-	Handler Handler
+	Handler channel.Handler
 }
 
 // Client keeps a slow path bound to one fast path.

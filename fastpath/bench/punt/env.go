@@ -14,10 +14,10 @@ import (
 	"time"
 
 	"github.com/palisade/palisade/fastpath/control"
-	"github.com/palisade/palisade/fastpath/localapi"
 	"github.com/palisade/palisade/fastpath/policy"
 	"github.com/palisade/palisade/fastpath/punt"
 	"github.com/palisade/palisade/hypervisor/lab"
+	"github.com/palisade/palisade/hypervisor/localapi"
 	"github.com/palisade/palisade/slowpath/inspectd"
 )
 

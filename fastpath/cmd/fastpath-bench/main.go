@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -153,6 +154,7 @@ func table1(ctx context.Context, p *printer, l *lab.Lab, c config, pinDir string
 		return fmt.Errorf("table 1: %w", err)
 	}
 	p.table1(rows, sizes, k.WordPool, c)
+	p.verified(k.Verified)
 	return nil
 }
 
@@ -303,6 +305,21 @@ func (p *printer) table1(rows []bench.KernelCase, sizes []bench.PolicySize, pool
 	}
 	p.para("The datapath here has a pool of %s words, room for two of the largest (fastpathd's default, "+
 		"--rule-bitmap-words, is %s).", thousands(int(pool)), thousands(bench.DefaultWordPool))
+}
+
+// verified prints the verifier's instruction count per program: the
+// datapath's complexity, which a change must not raise unnoticed.
+func (p *printer) verified(counts map[string]uint32) {
+	names := make([]string, 0, len(counts))
+	for n := range counts {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	p.f("\n  Instructions the verifier processed, per program:")
+	for _, n := range names {
+		p.f(" %s %s", n, thousands(int(counts[n])))
+	}
+	p.f("\n")
 }
 
 func (p *printer) table2(topo *bench.Topology, gen [3][]bench.Result, plan bench.TrafficPlan, res *bench.TrafficResults, c config) {

@@ -17,13 +17,13 @@ import (
 	"github.com/palisade/palisade/fastpath/bindserver"
 	"github.com/palisade/palisade/fastpath/channel"
 	"github.com/palisade/palisade/fastpath/control"
-	"github.com/palisade/palisade/fastpath/daemon"
 	"github.com/palisade/palisade/fastpath/datapath"
 	"github.com/palisade/palisade/fastpath/events"
 	"github.com/palisade/palisade/fastpath/guests"
 	"github.com/palisade/palisade/fastpath/heap"
-	"github.com/palisade/palisade/fastpath/localapi"
 	"github.com/palisade/palisade/fastpath/punt"
+	"github.com/palisade/palisade/hypervisor/daemon"
+	"github.com/palisade/palisade/hypervisor/localapi"
 )
 
 const (

@@ -19,9 +19,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/palisade/palisade/fastpath/channel"
-	"github.com/palisade/palisade/fastpath/daemon"
-	"github.com/palisade/palisade/fastpath/localapi"
+	"github.com/palisade/palisade/hypervisor/daemon"
 	"github.com/palisade/palisade/hypervisor/lab"
+	"github.com/palisade/palisade/hypervisor/localapi"
 )
 
 // labPrefix names every namespace the lab command creates; `lab down` (and

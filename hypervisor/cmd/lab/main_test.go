@@ -18,9 +18,7 @@ import (
 // TestLabUpAndDown runs the lab command as `go tool task lab` does, for two
 // seconds, and checks it showed a binding and removed everything.
 func TestLabUpAndDown(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
+	lab.NeedRoot(t, "to create network namespaces")
 	root, err := lab.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -75,9 +73,7 @@ func TestLabUpAndDown(t *testing.T) {
 // TestDownRefusesWhileALabRuns: `lab down` never removes a running lab's
 // namespaces; once it is gone it removes what it left.
 func TestDownRefusesWhileALabRuns(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
+	lab.NeedRoot(t, "to create network namespaces")
 	prefix := lab.TestName() + "lab"
 	t.Cleanup(func() { os.Remove(filepath.Join(lab.LockDir, sessionName(prefix)+".lock")) })
 	sess, err := lab.StartSession(sessionName(prefix), prefix+"-", io.Discard)

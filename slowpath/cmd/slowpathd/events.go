@@ -7,7 +7,6 @@ import (
 	"github.com/sirupsen/logrus"
 
 	"github.com/palisade/palisade/fastpath/channel"
-	"github.com/palisade/palisade/slowpath/bindclient"
 )
 
 // fastPathEvents is slowpathd's binding handler: it logs what the fast
@@ -16,7 +15,7 @@ import (
 // failed)"), and hands punts to live inspection.
 type fastPathEvents struct {
 	log   logrus.FieldLogger
-	punts bindclient.Handler
+	punts channel.Handler
 }
 
 func (h *fastPathEvents) Bound(s *channel.Session, r channel.Result) { h.punts.Bound(s, r) }

@@ -14,8 +14,8 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/palisade/palisade/fastpath/channel"
-	"github.com/palisade/palisade/fastpath/daemon"
-	"github.com/palisade/palisade/fastpath/localapi"
+	"github.com/palisade/palisade/hypervisor/daemon"
+	"github.com/palisade/palisade/hypervisor/localapi"
 	"github.com/palisade/palisade/slowpath/bindclient"
 )
 

@@ -15,7 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/palisade/palisade/fastpath/channel"
-	"github.com/palisade/palisade/fastpath/localapi"
+	"github.com/palisade/palisade/hypervisor/localapi"
 )
 
 // LogFlags are the logging options every daemon takes.

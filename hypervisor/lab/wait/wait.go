@@ -1,0 +1,61 @@
+package wait
+
+import (
+	"fmt"
+	"testing"
+	"time"
+)
+
+// Limit is how long For waits before it declares the condition never came:
+// long enough for a loaded two-core CI machine under -race, never a
+// measurement.
+const Limit = 30 * time.Second
+
+// poll starts at 1 ms and doubles up to 50 ms: quick conditions are seen at
+// once, slow ones do not burn a core.
+const (
+	firstPoll = time.Millisecond
+	maxPoll   = 50 * time.Millisecond
+)
+
+// For polls cond until it holds; the test fails with what if it does not
+// within Limit.
+func For(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	ForErr(t, what, func() error {
+		if cond() {
+			return nil
+		}
+		return errNotYet
+	})
+}
+
+var errNotYet = fmt.Errorf("not yet")
+
+// ForErr polls check until it returns nil; the test fails with what and
+// check's last error if it does not within Limit.
+func ForErr(t testing.TB, what string, check func() error) {
+	t.Helper()
+	if err := Until(Limit, check); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// Until polls check until it returns nil or limit passes, and returns
+// check's last error then (wrapped), or nil. For helpers that report
+// failure their own way.
+func Until(limit time.Duration, check func() error) error {
+	deadline := time.Now().Add(limit)
+	pause := firstPoll
+	for {
+		err := check()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still not so after %s: %w", limit, err)
+		}
+		time.Sleep(pause)
+		pause = min(2*pause, maxPoll)
+	}
+}
