@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/palisade/palisade/fastpath/channel"
 	"github.com/palisade/palisade/hypervisor/daemon"
 	"github.com/palisade/palisade/hypervisor/lab"
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 	"github.com/palisade/palisade/hypervisor/localapi"
 )
 
@@ -210,7 +212,9 @@ func protectGuest(l *lab.Lab, site *lab.Site, run *lab.HostRun, bins lab.Binarie
 	} {
 		fmt.Fprintf(&b, "\npeer -> web1:%s %q: %s\n", try.port, try.request, ask(peer, try.port, try.request))
 	}
-	time.Sleep(1100 * time.Millisecond) // events are folded per second
+	if err := waitDemoEvents(bins.Fastpathd, run.FastpathdSock); err != nil {
+		return b.String(), err
+	}
 	if err := cli("stats", "web1"); err != nil {
 		return b.String(), err
 	}
@@ -235,6 +239,35 @@ func ask(peer *lab.Endpoint, port, request string) string {
 		return fmt.Sprintf("no answer: %v (dropped by the appliance's IPS)", err)
 	}
 	return strings.TrimSpace(line)
+}
+
+// waitDemoEvents waits until web1's event history holds what the demo did:
+// the firewall's deny of port 22 (the datapath's events are folded per
+// second) and the IPS's block (its alert comes back over the binding).
+func waitDemoEvents(fastpathd, sock string) error {
+	return wait.Until(10*time.Second, func() error {
+		out, err := exec.Command(fastpathd, "events", "--guest", "web1", "--json", "--control-socket", sock).Output()
+		if err != nil {
+			return fmt.Errorf("fastpathd events: %w", err)
+		}
+		var recs []struct {
+			Kind    string `json:"kind"`
+			Dport   uint16 `json:"dst_port"`
+			Message string `json:"message"`
+		}
+		if err := json.Unmarshal(out, &recs); err != nil {
+			return fmt.Errorf("fastpathd events: %w", err)
+		}
+		var deny, block bool
+		for _, r := range recs {
+			deny = deny || (r.Kind == "deny" && r.Dport == 22)
+			block = block || (r.Kind == "alert" && strings.HasPrefix(r.Message, "blocked: "))
+		}
+		if !deny || !block {
+			return fmt.Errorf("events of web1: deny of port 22 %v, IPS block %v", deny, block)
+		}
+		return nil
+	})
 }
 
 func waitBound(ctx context.Context, sock string, within time.Duration) error {
