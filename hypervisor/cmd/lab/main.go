@@ -44,7 +44,7 @@ func main() {
 	var binDir, prefix string
 	var hold time.Duration
 	root.Flags().StringVar(&binDir, "bin-dir", "bin", "directory holding fastpathd and slowpathd")
-	root.Flags().DurationVar(&hold, "for", 0, "tear down after this long instead of waiting for Ctrl-C")
+	root.Flags().DurationVar(&hold, "for", 0, "tear down this long after the lab is up instead of waiting for Ctrl-C")
 	root.PersistentFlags().StringVar(&prefix, "prefix", labPrefix, "name prefix of the lab's namespaces (tests use their own)")
 	_ = root.PersistentFlags().MarkHidden("prefix")
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return up(cmd.OutOrStdout(), prefix, binDir, hold) }
@@ -87,11 +87,6 @@ func up(out io.Writer, prefix, binDir string, hold time.Duration) (err error) {
 	}
 	ctx, stop := daemon.SignalContext()
 	defer stop()
-	if hold > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, hold)
-		defer cancel()
-	}
 
 	l, err := lab.New(prefix)
 	if err != nil {
@@ -129,7 +124,7 @@ func up(out io.Writer, prefix, binDir string, hold time.Duration) (err error) {
 	if _, err := l.StartSlowpathd(run, 0, bins.Slowpathd, logs.named("slowpathd@appliance"), "--rules", rules, "--config", config); err != nil {
 		return err
 	}
-	if err := waitBound(ctx, run.FastpathdSock, 10*time.Second); err != nil {
+	if err := waitBound(ctx, run.FastpathdSock, wait.Limit); err != nil {
 		return err
 	}
 	demo, err := protectGuest(l, site, run, bins)
@@ -147,12 +142,21 @@ func up(out io.Writer, prefix, binDir string, hold time.Duration) (err error) {
 	}
 	fmt.Fprint(out, demo)
 	fmt.Fprintf(out, "\nTry: %s stats web1 --control-socket %s\n", bins.Fastpathd, run.FastpathdSock)
+	// --for counts from here, once the lab is up: however long the start
+	// took on a loaded machine, the lab is shown for as long as asked.
+	var held <-chan time.Time
 	if hold > 0 {
 		fmt.Fprintf(out, "Tearing down in %s (or Ctrl-C).\n", hold)
+		t := time.NewTimer(hold)
+		defer t.Stop()
+		held = t.C
 	} else {
 		fmt.Fprintln(out, "Press Ctrl-C to tear everything down.")
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-held:
+	}
 	fmt.Fprintln(out, "\ntearing down...")
 	return nil
 }
@@ -245,7 +249,7 @@ func ask(peer *lab.Endpoint, port, request string) string {
 // the firewall's deny of port 22 (the datapath's events are folded per
 // second) and the IPS's block (its alert comes back over the binding).
 func waitDemoEvents(fastpathd, sock string) error {
-	return wait.Until(10*time.Second, func() error {
+	return wait.Until(wait.Limit, func() error {
 		out, err := exec.Command(fastpathd, "events", "--guest", "web1", "--json", "--control-socket", sock).Output()
 		if err != nil {
 			return fmt.Errorf("fastpathd events: %w", err)
