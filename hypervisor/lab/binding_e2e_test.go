@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/palisade/palisade/fastpath/channel"
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 	"github.com/palisade/palisade/hypervisor/localapi"
 )
 
@@ -32,11 +34,7 @@ func startE2E(t *testing.T, appliances int, fastpathArgs ...string) *e2e {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := run.Fastpathd.WaitOutput(ctx, "fast path listening for slow path"); err != nil {
-		t.Fatal(err)
-	}
+	waitOutput(t, run.Fastpathd, "fast path listening for slow path")
 	return &e2e{lab: l, run: run}
 }
 
@@ -58,26 +56,52 @@ func status(t *testing.T, sock string) (channel.BindingStatus, error) {
 	return st, err
 }
 
-// waitBound polls fastpathd's status until a binding other than notSession
-// is up and returns it with the time it took.
-func waitBound(t *testing.T, sock string, notSession uint64, within time.Duration) (channel.BindingStatus, time.Duration) {
+// waitOutput waits until p printed substr.
+func waitOutput(t *testing.T, p *Process, substr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait.Limit)
+	defer cancel()
+	if err := p.WaitOutput(ctx, substr); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitBound waits until the daemon at sock is bound on a session other
+// than notSession and returns its status and how long that took (for the
+// log: how long is never asserted).
+func waitBound(t *testing.T, sock string, notSession uint64) (channel.BindingStatus, time.Duration) {
 	t.Helper()
 	start := time.Now()
-	for time.Since(start) < within {
-		if st, err := status(t, sock); err == nil && st.State == channel.StateBound && st.SessionID != notSession {
-			return st, time.Since(start)
+	var st channel.BindingStatus
+	wait.ForErr(t, "bound", func() error {
+		var err error
+		if st, err = status(t, sock); err != nil {
+			return err
 		}
-		time.Sleep(2 * time.Millisecond)
-	}
-	st, err := status(t, sock)
-	t.Fatalf("not bound within %s: %+v %v", within, st, err)
-	return st, 0
+		if st.State != channel.StateBound || st.SessionID == notSession {
+			return fmt.Errorf("%s, session %d, last error %q", st.State, st.SessionID, st.LastError)
+		}
+		return nil
+	})
+	return st, time.Since(start)
+}
+
+// waitUnbound waits until the daemon at sock is no longer bound.
+func waitUnbound(t *testing.T, sock string) {
+	t.Helper()
+	wait.ForErr(t, "unbound", func() error {
+		st, err := status(t, sock)
+		if err == nil && st.State == channel.StateBound {
+			err = fmt.Errorf("still bound (session %d)", st.SessionID)
+		}
+		return err
+	})
 }
 
 func TestDaemonsBindAndReportStatus(t *testing.T) {
 	e := startE2E(t, 1)
 	e.startSlowpathd(t, 0)
-	waitBound(t, e.run.FastpathdSock, 0, 5*time.Second)
+	waitBound(t, e.run.FastpathdSock, 0)
 
 	out, err := exec.Command(bins.Fastpathd, "status", "--require-bound", "--control-socket", e.run.FastpathdSock).CombinedOutput()
 	if err != nil {
@@ -100,93 +124,77 @@ func TestDaemonsBindAndReportStatus(t *testing.T) {
 	}
 }
 
-func TestKilledSlowpathIsDetectedAndRestartRebindsWithinOneSecond(t *testing.T) {
+// A killed slowpathd is detected at once, and a restarted one binds on its
+// first attempt: no failed attempt, no backoff (which is what makes a
+// restart rebind within a second; the log shows how long it took).
+func TestKilledSlowpathIsDetectedAndRestartRebindsAtOnce(t *testing.T) {
 	e := startE2E(t, 1)
 	app := e.startSlowpathd(t, 0)
-	first, _ := waitBound(t, e.run.FastpathdSock, 0, 5*time.Second)
+	first, _ := waitBound(t, e.run.FastpathdSock, 0)
 
 	if err := app.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := e.run.Fastpathd.WaitOutput(ctx, "slow path binding lost"); err != nil {
-		t.Fatal(err)
-	}
+	waitOutput(t, e.run.Fastpathd, "slow path binding lost")
 	<-app.Done()
 
-	worst := time.Duration(0)
 	session := first.SessionID
 	for i := 0; i < 3; i++ {
+		waitUnbound(t, e.run.FastpathdSock)
 		restarted := e.startSlowpathd(t, 0)
-		st, took := waitBound(t, e.run.FastpathdSock, session, 3*time.Second)
+		st, took := waitBound(t, e.run.FastpathdSock, session)
 		t.Logf("restart %d: slowpathd bound %s after exec", i+1, took.Round(time.Millisecond))
-		worst = max(worst, took)
 		session = st.SessionID
+		own, _ := waitBound(t, e.run.SlowpathdSock(0), 0)
+		if own.Bindings != 1 || own.LastError != "" {
+			t.Fatalf("restart %d: slowpathd bound after %d bindings, last error %q: not on its first attempt", i+1, own.Bindings, own.LastError)
+		}
 		if err := restarted.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
 		<-restarted.Done()
 	}
-	if worst >= time.Second {
-		t.Fatalf("a restarted slowpathd took %s to bind; must be under 1s", worst)
-	}
 }
 
+// A frozen slowpathd is declared dead by fastpathd's dead-peer timer (the
+// reason names it), and recovers once it runs again.
 func TestFrozenSlowpathIsDeclaredDeadThenRecovers(t *testing.T) {
 	e := startE2E(t, 1)
 	app := e.startSlowpathd(t, 0)
-	first, _ := waitBound(t, e.run.FastpathdSock, 0, 5*time.Second)
+	first, _ := waitBound(t, e.run.FastpathdSock, 0)
 
 	// SIGSTOP: the socket stays open but nothing answers, as with a hung VM.
 	if err := app.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
 	frozen := time.Now()
-	for {
-		st, err := status(t, e.run.FastpathdSock)
-		if err == nil && st.State != channel.StateBound {
-			break
-		}
-		if time.Since(frozen) > 4*time.Second {
-			t.Fatalf("frozen slow path still bound after %s", time.Since(frozen))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	took := time.Since(frozen)
-	t.Logf("frozen slowpathd declared dead after %s (bound: 3s)", took.Round(time.Millisecond))
-	if took > 3500*time.Millisecond {
-		t.Fatalf("dead-peer detection took %s", took)
-	}
+	waitUnbound(t, e.run.FastpathdSock)
+	t.Logf("frozen slowpathd declared dead after %s (dead-after: 3s)", time.Since(frozen).Round(time.Millisecond))
 	if !strings.Contains(e.run.Fastpathd.Output(), "peer dead: nothing received for 3s") {
 		t.Fatalf("fastpathd log lacks the reason:\n%s", e.run.Fastpathd.Output())
 	}
 	if err := app.Signal(syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
-	waitBound(t, e.run.FastpathdSock, first.SessionID, 8*time.Second)
+	waitBound(t, e.run.FastpathdSock, first.SessionID)
 }
 
 func TestFastpathRestartIsRebound(t *testing.T) {
 	e := startE2E(t, 1)
 	app := e.startSlowpathd(t, 0)
-	waitBound(t, e.run.FastpathdSock, 0, 5*time.Second)
+	waitBound(t, e.run.FastpathdSock, 0)
 	if err := e.run.Fastpathd.Stop(); err != nil {
 		t.Fatal(err) // Stop fails if SIGTERM did not end it cleanly
 	}
 	if _, err := os.Stat(e.run.FastpathdSock); !os.IsNotExist(err) {
 		t.Fatalf("control socket left behind after SIGTERM: %v", err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := app.WaitOutput(ctx, "peer said goodbye: shutting down"); err != nil {
-		t.Fatal(err)
-	}
+	waitOutput(t, app, "peer said goodbye: shutting down")
 	if err := e.lab.RestartFastpathd(e.run, nil); err != nil {
 		t.Fatal(err)
 	}
 	p := e.run.Fastpathd
-	st, took := waitBound(t, e.run.FastpathdSock, 0, 8*time.Second)
+	st, took := waitBound(t, e.run.FastpathdSock, 0)
 	t.Logf("slowpathd rebound to a restarted fastpathd after %s", took.Round(time.Millisecond))
 	if st.PeerAddr == "" {
 		t.Fatal("no peer")
@@ -215,11 +223,7 @@ func TestDaemonRefusesRoutableBindAddress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.WaitOutput(ctx, "fast path listening"); err != nil {
-		t.Fatal(err)
-	}
+	waitOutput(t, p, "fast path listening")
 }
 
 func TestDaemonRefusesWeakSecretFile(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -25,6 +26,7 @@ const netnsDir = "/run/netns"
 // Lab owns namespaces and the processes started in them.
 type Lab struct {
 	prefix string
+	clock  clockwork.Clock // times Process.Stop's grace period
 
 	mu     sync.Mutex
 	spaces []*Namespace
@@ -40,7 +42,7 @@ func New(prefix string) (*Lab, error) {
 	if prefix == "" || strings.ContainsAny(prefix, "/ ") {
 		return nil, fmt.Errorf("lab: invalid prefix %q", prefix)
 	}
-	return &Lab{prefix: prefix}, nil
+	return &Lab{prefix: prefix, clock: clockwork.NewRealClock()}, nil
 }
 
 // Prefix is the name prefix of every namespace of this lab.
@@ -60,33 +62,38 @@ func onThreadIn(target func() (netns.NsHandle, error), fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		orig, err := netns.Get()
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("current netns: %w", err)
-			return
+		restored, err := runIn(target, fn)
+		if restored {
+			runtime.UnlockOSThread() // back in its namespace: Go may use it again
 		}
-		defer orig.Close()
-		h, err := target()
-		if err != nil {
-			if serr := netns.Set(orig); serr != nil {
-				errc <- errors.Join(err, fmt.Errorf("restore netns: %w", serr))
-				return // thread stays locked and is discarded
-			}
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer h.Close()
-		ferr := fn()
-		if err := netns.Set(orig); err != nil {
-			errc <- errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
-			return // thread stays locked and is discarded
-		}
-		runtime.UnlockOSThread()
-		errc <- ferr
+		errc <- err
 	}()
 	return <-errc
+}
+
+// runIn runs fn on the calling thread, which must be locked, in the
+// namespace target switches it to, switches it back, and says whether the
+// thread is in its original namespace again (restored), which it must be
+// before it is unlocked. A target that fails may have switched already.
+func runIn(target func() (netns.NsHandle, error), fn func() error) (restored bool, err error) {
+	orig, err := netns.Get()
+	if err != nil {
+		return true, fmt.Errorf("current netns: %w", err)
+	}
+	defer orig.Close()
+	h, err := target()
+	if err != nil {
+		if serr := netns.Set(orig); serr != nil {
+			return false, errors.Join(err, fmt.Errorf("restore netns: %w", serr))
+		}
+		return true, err
+	}
+	defer h.Close()
+	ferr := fn()
+	if err := netns.Set(orig); err != nil {
+		return false, errors.Join(ferr, fmt.Errorf("restore netns: %w", err))
+	}
+	return true, ferr
 }
 
 // Namespace creates prefix-short with its loopback up.

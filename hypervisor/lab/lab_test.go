@@ -9,13 +9,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-	"golang.org/x/sys/unix"
+
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 )
 
 func rootLinks(t *testing.T) []string {
@@ -162,11 +165,7 @@ func TestProcessWaitOutput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := p.WaitOutput(ctx, "ready"); err != nil {
-		t.Fatal(err)
-	}
+	waitOutput(t, p, "ready")
 	if err := p.ExitErr(); err != nil {
 		t.Fatal(err)
 	}
@@ -174,6 +173,43 @@ func TestProcessWaitOutput(t *testing.T) {
 	if !strings.HasPrefix(p.Output(), "1\n") {
 		t.Fatalf("namespace has other links: %q", p.Output())
 	}
+}
+
+// Stop ends a process that exits on SIGTERM without waiting out the grace
+// period, and kills one that ignores SIGTERM once the grace period has
+// passed on the lab's clock, reporting it.
+func TestStopKillsAProcessThatIgnoresSIGTERM(t *testing.T) {
+	l := ForTest(t)
+	clock := clockwork.NewFakeClock()
+	l.clock = clock
+	ns, err := l.Namespace("stop")
+	if err != nil {
+		t.Fatal(err)
+	}
+	polite, err := l.Start(ns, "polite", nil, "sleep", "600")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := polite.Stop(); err != nil { // the fake clock never moves: SIGTERM alone ended it
+		t.Fatalf("Stop of a process that exits on SIGTERM: %v", err)
+	}
+	stubborn, err := l.Start(ns, "stubborn", nil, "sh", "-c", `trap "" TERM; echo ready; exec sleep 600`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitOutput(t, stubborn, "ready")
+	stopped := make(chan error, 1)
+	go func() { stopped <- stubborn.Stop() }()
+	ctx, cancel := context.WithTimeout(context.Background(), wait.Limit)
+	defer cancel()
+	if err := clock.BlockUntilContext(ctx, 1); err != nil { // Stop waits out the grace period
+		t.Fatal(err)
+	}
+	clock.Advance(stopGrace)
+	if err := <-stopped; err == nil || !strings.Contains(err.Error(), "stubborn (pid") || !strings.Contains(err.Error(), "ignored SIGTERM for 5s and was killed") {
+		t.Fatalf("Stop: %v", err)
+	}
+	<-stubborn.Done()
 }
 
 // deadPID is the pid of a process that has exited.
@@ -258,21 +294,38 @@ func TestExistingNamespaceIsNeverDeleted(t *testing.T) {
 }
 
 // TestFailedEnterKeepsTheThread: when entering the target namespace fails
-// and the original is restored, the thread goes back to Go's pool instead
-// of dying (a thread's death kills the daemons started from it with
-// Pdeathsig).
+// (after the thread was switched, even) and the original is restored, the
+// thread is reported restored, which is what returns it to Go's pool
+// instead of letting it die (a thread's death kills the daemons started
+// from it with Pdeathsig).
 func TestFailedEnterKeepsTheThread(t *testing.T) {
 	NeedRoot(t, "to create network namespaces and move threads between them")
-	tid := 0
-	err := onThreadIn(func() (netns.NsHandle, error) {
-		tid = unix.Gettid()
-		return 0, errors.New("deliberate")
-	}, func() error { return nil })
-	if err == nil || err.Error() != "deliberate" {
-		t.Fatalf("onThreadIn: %v", err)
+	runtime.LockOSThread()
+	before, err := netns.Get()
+	if err != nil {
+		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
-	if _, err := os.Stat(fmt.Sprintf("/proc/self/task/%d", tid)); err != nil {
-		t.Fatalf("thread %d died after a failed enter: %v", tid, err)
+	defer before.Close()
+	restored, err := runIn(func() (netns.NsHandle, error) {
+		h, err := netns.New() // an unnamed namespace, entered
+		if err != nil {
+			return 0, err
+		}
+		h.Close()
+		return 0, errors.New("deliberate")
+	}, func() error {
+		t.Error("fn ran although entering failed")
+		return nil
+	})
+	after, aerr := netns.Get()
+	if aerr == nil {
+		defer after.Close()
+	}
+	if aerr != nil || !after.Equal(before) {
+		t.Fatalf("thread left in %v (%v), not its namespace %v", after, aerr, before) // the thread dies locked
+	}
+	runtime.UnlockOSThread()
+	if err == nil || err.Error() != "deliberate" || !restored {
+		t.Fatalf("runIn = %v, %v; want restored and the target's error", restored, err)
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // waitDelay is how long a process's exit waits for its output to be
@@ -22,17 +24,19 @@ const waitDelay = 2 * time.Second
 // Process is a program running inside a lab namespace, with its combined
 // output captured for assertions.
 type Process struct {
-	Name string
-	cmd  *exec.Cmd
-	out  *lockedBuffer
-	done chan struct{}
-	err  error
+	Name  string
+	clock clockwork.Clock
+	cmd   *exec.Cmd
+	out   *lockedBuffer
+	done  chan struct{}
+	err   error
 }
 
 type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-	tee io.Writer
+	mu      sync.Mutex
+	buf     bytes.Buffer
+	tee     io.Writer
+	written chan struct{} // closed (and replaced) by every write: WaitOutput's wake-up
 }
 
 func (b *lockedBuffer) Write(p []byte) (int, error) {
@@ -41,7 +45,18 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 	if b.tee != nil {
 		_, _ = b.tee.Write(p)
 	}
-	return b.buf.Write(p)
+	n, err := b.buf.Write(p)
+	close(b.written)
+	b.written = make(chan struct{})
+	return n, err
+}
+
+// contains says whether the output holds substr, and returns the channel
+// the next write closes.
+func (b *lockedBuffer) contains(substr string) (bool, <-chan struct{}) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return strings.Contains(b.buf.String(), substr), b.written
 }
 
 func (b *lockedBuffer) String() string {
@@ -56,14 +71,14 @@ func (b *lockedBuffer) String() string {
 // process on Close; it is also killed if the process that started it dies.
 func (l *Lab) Start(ns *Namespace, name string, tee io.Writer, bin string, args ...string) (*Process, error) {
 	cmd := ns.Command(bin, args...)
-	out := &lockedBuffer{tee: tee}
+	out := &lockedBuffer{tee: tee, written: make(chan struct{})}
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.WaitDelay = waitDelay
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("lab: start %s in %s: %w", name, ns.Name, err)
 	}
-	p := &Process{Name: name, cmd: cmd, out: out, done: make(chan struct{})}
+	p := &Process{Name: name, clock: l.clock, cmd: cmd, out: out, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		close(p.done)
@@ -109,9 +124,12 @@ func (p *Process) Kill() error {
 	return nil
 }
 
+// stopGrace is how long Stop waits for a process to exit on SIGTERM.
+const stopGrace = 5 * time.Second
+
 // Stop asks the process to terminate (SIGTERM) and kills it if it has not
-// exited within 5 s. A process that needed killing is reported as an error:
-// every Palisade daemon must shut down cleanly on SIGTERM.
+// exited within stopGrace. A process that needed killing is reported as an
+// error: every Palisade daemon must shut down cleanly on SIGTERM.
 func (p *Process) Stop() error {
 	select {
 	case <-p.done:
@@ -120,22 +138,23 @@ func (p *Process) Stop() error {
 	}
 	_ = p.cmd.Process.Signal(syscall.SIGCONT)
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	grace := p.clock.NewTimer(stopGrace)
+	defer grace.Stop()
 	select {
 	case <-p.done:
 		return nil
-	case <-time.After(5 * time.Second):
+	case <-grace.Chan():
 		_ = p.Kill()
-		return fmt.Errorf("lab: %s (pid %d) ignored SIGTERM for 5s and was killed", p.Name, p.PID())
+		return fmt.Errorf("lab: %s (pid %d) ignored SIGTERM for %s and was killed", p.Name, p.PID(), stopGrace)
 	}
 }
 
 // WaitOutput waits until the output contains substr, the process exits, or
 // ctx ends.
 func (p *Process) WaitOutput(ctx context.Context, substr string) error {
-	t := time.NewTicker(10 * time.Millisecond)
-	defer t.Stop()
 	for {
-		if strings.Contains(p.Output(), substr) {
+		found, written := p.out.contains(substr)
+		if found {
 			return nil
 		}
 		select {
@@ -146,7 +165,7 @@ func (p *Process) WaitOutput(ctx context.Context, substr string) error {
 				return nil
 			}
 			return fmt.Errorf("%s exited (%v) before printing %q\n--- output ---\n%s", p.Name, p.err, substr, p.Output())
-		case <-t.C:
+		case <-written:
 		}
 	}
 }

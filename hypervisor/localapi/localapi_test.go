@@ -9,7 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 )
 
 func serve(t *testing.T, path string) (stop func() error) {
@@ -22,20 +23,21 @@ func serve(t *testing.T, path string) (stop func() error) {
 		WriteError(w, http.StatusConflict, "already_bound", errors.New("nope"))
 	})
 	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	errc := make(chan error, 1)
 	go func() { errc <- Serve(ctx, path, mux) }()
-	deadline := time.Now().Add(2 * time.Second)
-	for {
-		if c, err := net.Dial("unix", path); err == nil {
+	wait.ForErr(t, "socket served", func() error {
+		select {
+		case err := <-errc:
+			t.Fatalf("Serve returned before serving: %v", err)
+		default:
+		}
+		c, err := net.Dial("unix", path)
+		if err == nil {
 			c.Close()
-			break
 		}
-		if time.Now().After(deadline) {
-			cancel()
-			t.Fatalf("socket never served: %v", <-errc)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return err
+	})
 	return func() error { cancel(); return <-errc }
 }
 

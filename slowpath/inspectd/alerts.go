@@ -48,7 +48,7 @@ func (a *alerts) Emit(r *eve.Record) {
 		a.droppedUnbound.Add(1)
 		return
 	}
-	now := time.Now()
+	now := a.s.cfg.Clock.Now()
 	a.mu.Lock()
 	ok := a.bucket.take(now)
 	a.mu.Unlock()

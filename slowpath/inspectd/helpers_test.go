@@ -4,10 +4,14 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jonboulle/clockwork"
+
 	"github.com/palisade/palisade/fastpath/channel"
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 	"github.com/palisade/palisade/slowpath/bindclient"
 	"github.com/palisade/palisade/slowpath/engine"
 	"github.com/palisade/palisade/slowpath/eve"
@@ -23,11 +27,25 @@ const slowPathCaps = channel.CapIPS | channel.CapWRS | channel.CapOffload | chan
 type loop struct {
 	fast   *inspecttest.FastPath
 	svc    *inspectd.Service
+	slow   *boundService
 	client *bindclient.Client
 }
 
+// boundService is the slow path's binding handler: the service, and the
+// session it is bound on, which a benchmark sends on directly to measure
+// the binding without the service.
+type boundService struct {
+	*inspectd.Service
+	sess atomic.Pointer[channel.Session]
+}
+
+func (b *boundService) Bound(s *channel.Session, r channel.Result) {
+	b.sess.Store(s)
+	b.Service.Bound(s, r)
+}
+
 // startLoop binds a slow path running build's engine to a test fast path.
-func startLoop(t *testing.T, cfg inspectd.Config, build func(eve.Sink) (engine.Engine, error)) *loop {
+func startLoop(t testing.TB, cfg inspectd.Config, build func(eve.Sink) (engine.Engine, error)) *loop {
 	t.Helper()
 	log := inspecttest.Log(t)
 	if cfg.Log == nil {
@@ -42,7 +60,7 @@ func startLoop(t *testing.T, cfg inspectd.Config, build func(eve.Sink) (engine.E
 		t.Fatal(err)
 	}
 	timing := channel.Timing{Keepalive: 200 * time.Millisecond, DeadAfter: 2 * time.Second}
-	l := &loop{fast: inspecttest.Start(t, ln, timing), svc: svc}
+	l := &loop{fast: inspecttest.Start(t, ln, timing), svc: svc, slow: &boundService{Service: svc}}
 	addr := ln.Addr().String()
 	l.client, err = bindclient.New(bindclient.Config{
 		Self: inspecttest.Identity(slowPathCaps, "appliance"), Endpoint: addr,
@@ -50,7 +68,7 @@ func startLoop(t *testing.T, cfg inspectd.Config, build func(eve.Sink) (engine.E
 		Secret:  func() ([]byte, error) { return inspecttest.Secret, nil },
 		Timing:  timing,
 		Log:     log,
-		Handler: svc,
+		Handler: l.slow,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -62,6 +80,7 @@ func startLoop(t *testing.T, cfg inspectd.Config, build func(eve.Sink) (engine.E
 	go func() { defer wg.Done(); _ = svc.Run(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 	l.fast.WaitBound(nil)
+	wait.For(t, "slow path bound", func() bool { return l.slow.sess.Load() != nil })
 	return l
 }
 
@@ -74,6 +93,20 @@ func chainOf(es ...engine.Engine) func(eve.Sink) (engine.Engine, error) {
 // frame once queued, which may be after the fast path has it) and returns
 // its counters.
 func (l *loop) stats(n int) inspectd.Stats {
-	l.fast.WaitFor("verdicts counted", 5*time.Second, func() bool { return l.svc.Stats().Verdicts.Sent >= uint64(n) })
+	l.fast.WaitFor("verdicts counted", func() bool { return l.svc.Stats().Verdicts.Sent >= uint64(n) })
 	return l.svc.Stats()
+}
+
+// runTickers are the waiters Service.Run keeps on its clock: the alert
+// flush and the EVE flush.
+const runTickers = 2
+
+// blockUntil waits until n timers and tickers wait on clock.
+func blockUntil(t testing.TB, clock *clockwork.FakeClock, n int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), wait.Limit)
+	defer cancel()
+	if err := clock.BlockUntilContext(ctx, n); err != nil {
+		t.Fatalf("waiting for %d timers on the clock: %v", n, err)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/sirupsen/logrus"
 
 	"github.com/palisade/palisade/fastpath/channel"
@@ -46,6 +47,10 @@ type Config struct {
 	// and closes it in Close.
 	EVE *eve.Writer
 	Log logrus.FieldLogger
+	// Clock times the stall bound, the alert rate, the flush ticks, the
+	// flow decisions' memory and the latency figures (default: the real
+	// clock). Tests pass a fake one to drive them exactly.
+	Clock clockwork.Clock
 }
 
 func (c Config) withDefaults() Config {
@@ -66,6 +71,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Log == nil {
 		c.Log = logrus.StandardLogger()
+	}
+	if c.Clock == nil {
+		c.Clock = clockwork.NewRealClock()
 	}
 	return c
 }
@@ -146,7 +154,7 @@ func (s *Service) HandleFrame(f channel.Frame) error {
 		return nil
 	}
 	b := s.cur.Load()
-	now := time.Now()
+	now := s.cfg.Clock.Now()
 	chunks := make([]*chunk, len(s.workers))
 	err := channel.DecodePuntBatch(f.Payload, func(r channel.PuntRecord) error {
 		i := s.shard(r.Guest, r.FlowID)
@@ -185,12 +193,19 @@ func (s *Service) shard(guest uint32, flowID uint64) int {
 	return int((h >> 32) % uint64(len(s.workers)))
 }
 
+// How often Run flushes the alerts no worker flush took along, and the
+// EVE file.
+const (
+	alertFlushEvery = 100 * time.Millisecond
+	eveFlushEvery   = time.Second
+)
+
 // Run flushes pending alerts and the EVE file periodically until ctx ends,
 // then closes the service.
 func (s *Service) Run(ctx context.Context) error {
-	alertTick := time.NewTicker(100 * time.Millisecond)
+	alertTick := s.cfg.Clock.NewTicker(alertFlushEvery)
 	defer alertTick.Stop()
-	fileTick := time.NewTicker(time.Second)
+	fileTick := s.cfg.Clock.NewTicker(eveFlushEvery)
 	defer fileTick.Stop()
 	for {
 		select {
@@ -198,9 +213,9 @@ func (s *Service) Run(ctx context.Context) error {
 			return s.Close()
 		case <-s.stop:
 			return nil
-		case <-alertTick.C:
+		case <-alertTick.Chan():
 			s.alerts.flush()
-		case <-fileTick.C:
+		case <-fileTick.Chan():
 			if s.cfg.EVE != nil {
 				if err := s.cfg.EVE.Flush(); err != nil {
 					s.cfg.Log.WithError(err).Error("cannot write EVE alerts")
@@ -226,7 +241,9 @@ func (s *Service) Close() error {
 
 // send queues a frame on b's session. The session's queue never blocks; when
 // it is full, send retries with a short backoff (holding up the worker is
-// the backpressure) until the frame is queued or the binding is gone.
+// the backpressure) until the frame is queued or the binding is gone. The
+// backoff is real time, not Config.Clock: it waits for the session's
+// writer, a real goroutine draining a real socket.
 func (s *Service) send(b *binding, t channel.FrameType, payload []byte) bool {
 	delay := 20 * time.Microsecond
 	for {

@@ -101,28 +101,29 @@ func (w *worker) enqueue(c *chunk, now time.Time, deadline *time.Time) {
 		if deadline.IsZero() {
 			*deadline = now.Add(s.cfg.MaxStall)
 		}
-		start := time.Now()
+		clock := s.cfg.Clock
+		start := clock.Now()
 		for !w.fits(k, b) {
-			wait := time.Until(*deadline)
+			wait := clock.Until(*deadline)
 			stopped := false
 			if wait > 0 {
-				t := time.NewTimer(wait)
+				t := clock.NewTimer(wait)
 				select {
 				case <-w.space:
-				case <-t.C:
+				case <-t.Chan():
 				case <-s.stop:
 					stopped = true
 				}
 				t.Stop()
 			}
 			if wait <= 0 || stopped {
-				s.n.stallNanos.Add(uint64(time.Since(start)))
+				s.n.stallNanos.Add(uint64(clock.Since(start)))
 				s.n.shed.Add(uint64(k))
 				putChunk(c)
 				return
 			}
 		}
-		s.n.stallNanos.Add(uint64(time.Since(start)))
+		s.n.stallNanos.Add(uint64(clock.Since(start)))
 	}
 	w.queuedPackets.Add(k)
 	w.queuedBytes.Add(b)
@@ -173,7 +174,7 @@ func (w *worker) process(c *chunk) {
 		if !ok {
 			continue
 		}
-		w.total.add(time.Since(c.recv))
+		w.total.add(s.cfg.Clock.Since(c.recv))
 		w.answer(c.bind, it, v)
 	}
 }
@@ -189,9 +190,9 @@ func (w *worker) judge(c *chunk, it *item) (engine.Verdict, bool) {
 	p := &w.pkt
 	*p = engine.Packet{Guest: it.guest, FlowID: it.flowID, PacketID: it.packetID, Direction: it.dir, Tap: it.tap,
 		Time: c.recv, Link: engine.LinkEthernet, Data: c.data[it.off : it.off+it.n : it.off+it.n]}
-	start := time.Now()
+	start := w.s.cfg.Clock.Now()
 	v, ok := w.inspect(p, it)
-	w.engine.add(time.Since(start))
+	w.engine.add(w.s.cfg.Clock.Since(start))
 	if !ok {
 		return v, false
 	}

@@ -11,14 +11,14 @@ import (
 
 // harness runs frames through an engine loaded with rules.
 type harness struct {
-	t        *testing.T
+	t        testing.TB
 	e        *Engine
 	sink     *eve.Memory
 	verdicts []engine.Verdict
 	tap      bool
 }
 
-func newHarness(t *testing.T, rules string, opts ...Option) *harness {
+func newHarness(t testing.TB, rules string, opts ...Option) *harness {
 	t.Helper()
 	rs := LoadString(nil, rules)
 	if len(rs.Refused()) > 0 {

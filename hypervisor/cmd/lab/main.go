@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	_ "embed"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"github.com/palisade/palisade/fastpath/channel"
 	"github.com/palisade/palisade/hypervisor/daemon"
 	"github.com/palisade/palisade/hypervisor/lab"
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 	"github.com/palisade/palisade/hypervisor/localapi"
 )
 
@@ -42,7 +44,7 @@ func main() {
 	var binDir, prefix string
 	var hold time.Duration
 	root.Flags().StringVar(&binDir, "bin-dir", "bin", "directory holding fastpathd and slowpathd")
-	root.Flags().DurationVar(&hold, "for", 0, "tear down after this long instead of waiting for Ctrl-C")
+	root.Flags().DurationVar(&hold, "for", 0, "tear down this long after the lab is up instead of waiting for Ctrl-C")
 	root.PersistentFlags().StringVar(&prefix, "prefix", labPrefix, "name prefix of the lab's namespaces (tests use their own)")
 	_ = root.PersistentFlags().MarkHidden("prefix")
 	root.RunE = func(cmd *cobra.Command, _ []string) error { return up(cmd.OutOrStdout(), prefix, binDir, hold) }
@@ -85,11 +87,6 @@ func up(out io.Writer, prefix, binDir string, hold time.Duration) (err error) {
 	}
 	ctx, stop := daemon.SignalContext()
 	defer stop()
-	if hold > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, hold)
-		defer cancel()
-	}
 
 	l, err := lab.New(prefix)
 	if err != nil {
@@ -127,7 +124,7 @@ func up(out io.Writer, prefix, binDir string, hold time.Duration) (err error) {
 	if _, err := l.StartSlowpathd(run, 0, bins.Slowpathd, logs.named("slowpathd@appliance"), "--rules", rules, "--config", config); err != nil {
 		return err
 	}
-	if err := waitBound(ctx, run.FastpathdSock, 10*time.Second); err != nil {
+	if err := waitBound(ctx, run.FastpathdSock, wait.Limit); err != nil {
 		return err
 	}
 	demo, err := protectGuest(l, site, run, bins)
@@ -145,12 +142,21 @@ func up(out io.Writer, prefix, binDir string, hold time.Duration) (err error) {
 	}
 	fmt.Fprint(out, demo)
 	fmt.Fprintf(out, "\nTry: %s stats web1 --control-socket %s\n", bins.Fastpathd, run.FastpathdSock)
+	// --for counts from here, once the lab is up: however long the start
+	// took on a loaded machine, the lab is shown for as long as asked.
+	var held <-chan time.Time
 	if hold > 0 {
 		fmt.Fprintf(out, "Tearing down in %s (or Ctrl-C).\n", hold)
+		t := time.NewTimer(hold)
+		defer t.Stop()
+		held = t.C
 	} else {
 		fmt.Fprintln(out, "Press Ctrl-C to tear everything down.")
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-held:
+	}
 	fmt.Fprintln(out, "\ntearing down...")
 	return nil
 }
@@ -210,7 +216,9 @@ func protectGuest(l *lab.Lab, site *lab.Site, run *lab.HostRun, bins lab.Binarie
 	} {
 		fmt.Fprintf(&b, "\npeer -> web1:%s %q: %s\n", try.port, try.request, ask(peer, try.port, try.request))
 	}
-	time.Sleep(1100 * time.Millisecond) // events are folded per second
+	if err := waitDemoEvents(bins.Fastpathd, run.FastpathdSock); err != nil {
+		return b.String(), err
+	}
 	if err := cli("stats", "web1"); err != nil {
 		return b.String(), err
 	}
@@ -235,6 +243,35 @@ func ask(peer *lab.Endpoint, port, request string) string {
 		return fmt.Sprintf("no answer: %v (dropped by the appliance's IPS)", err)
 	}
 	return strings.TrimSpace(line)
+}
+
+// waitDemoEvents waits until web1's event history holds what the demo did:
+// the firewall's deny of port 22 (the datapath's events are folded per
+// second) and the IPS's block (its alert comes back over the binding).
+func waitDemoEvents(fastpathd, sock string) error {
+	return wait.Until(wait.Limit, func() error {
+		out, err := exec.Command(fastpathd, "events", "--guest", "web1", "--json", "--control-socket", sock).Output()
+		if err != nil {
+			return fmt.Errorf("fastpathd events: %w", err)
+		}
+		var recs []struct {
+			Kind    string `json:"kind"`
+			Dport   uint16 `json:"dst_port"`
+			Message string `json:"message"`
+		}
+		if err := json.Unmarshal(out, &recs); err != nil {
+			return fmt.Errorf("fastpathd events: %w", err)
+		}
+		var deny, block bool
+		for _, r := range recs {
+			deny = deny || (r.Kind == "deny" && r.Dport == 22)
+			block = block || (r.Kind == "alert" && strings.HasPrefix(r.Message, "blocked: "))
+		}
+		if !deny || !block {
+			return fmt.Errorf("events of web1: deny of port 22 %v, IPS block %v", deny, block)
+		}
+		return nil
+	})
 }
 
 func waitBound(ctx context.Context, sock string, within time.Duration) error {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/palisade/palisade/hypervisor/lab"
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 )
 
 // TestLabUpAndDown runs the lab command as `go tool task lab` does, for two
@@ -122,9 +123,12 @@ func TestLogLineTooLongDoesNotBlock(t *testing.T) {
 			w.Write([]byte("more\n"))
 		}
 	}()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		t.Fatal("writes blocked after a long line")
-	}
+	wait.For(t, "writes after a long line", func() bool {
+		select {
+		case <-done:
+			return true
+		default:
+			return false
+		}
+	})
 }

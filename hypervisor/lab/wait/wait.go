@@ -41,10 +41,34 @@ func ForErr(t testing.TB, what string, check func() error) {
 	}
 }
 
+// ForSignal is For for a condition whose changes are signalled on changed
+// (a channel the code under test sends to, without blocking, when its state
+// moves): cond is checked again as soon as a signal arrives, and at the
+// poll pauses otherwise, so a test that waits many times in a row (or a
+// benchmark) is not slowed by the pauses.
+func ForSignal(t testing.TB, what string, changed <-chan struct{}, cond func() bool) {
+	t.Helper()
+	err := until(Limit, changed, func() error {
+		if cond() {
+			return nil
+		}
+		return errNotYet
+	})
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
 // Until polls check until it returns nil or limit passes, and returns
 // check's last error then (wrapped), or nil. For helpers that report
 // failure their own way.
 func Until(limit time.Duration, check func() error) error {
+	return until(limit, nil, check)
+}
+
+// until is Until that also checks again whenever changed receives (a nil
+// channel never does).
+func until(limit time.Duration, changed <-chan struct{}, check func() error) error {
 	deadline := time.Now().Add(limit)
 	pause := firstPoll
 	for {
@@ -55,7 +79,12 @@ func Until(limit time.Duration, check func() error) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("still not so after %s: %w", limit, err)
 		}
-		time.Sleep(pause)
-		pause = min(2*pause, maxPoll)
+		t := time.NewTimer(pause)
+		select {
+		case <-changed:
+		case <-t.C:
+			pause = min(2*pause, maxPoll)
+		}
+		t.Stop()
 	}
 }

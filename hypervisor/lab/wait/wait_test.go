@@ -3,6 +3,7 @@ package wait
 import (
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -29,5 +30,23 @@ func TestUntilReportsTheLastError(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), "count is 3, want 4") || n != 1 {
 		t.Fatalf("Until = %v after %d calls, want the check's error after one call", err, n)
+	}
+}
+
+// TestForSignalSeesEachSignalledChange: the sender blocks until each signal
+// is taken, so ForSignal must keep taking signals (and checking) until the
+// condition holds, and returns only then.
+func TestForSignalSeesEachSignalledChange(t *testing.T) {
+	changed := make(chan struct{})
+	var state atomic.Int32
+	go func() {
+		for i := int32(1); i <= 3; i++ {
+			state.Store(i)
+			changed <- struct{}{}
+		}
+	}()
+	ForSignal(t, "state 3", changed, func() bool { return state.Load() == 3 })
+	if state.Load() != 3 {
+		t.Fatalf("returned at state %d", state.Load())
 	}
 }

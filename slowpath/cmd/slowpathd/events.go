@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"strconv"
 
 	"github.com/sirupsen/logrus"
 
@@ -37,10 +39,16 @@ func (h *fastPathEvents) HandleFrame(f channel.Frame) error {
 	return nil
 }
 
+// logEvent logs one event with its JSON body's fields. A body that does not
+// decode is logged as it came, with the error: the event itself is never
+// dropped.
 func (h *fastPathEvents) logEvent(r channel.EventRecord) {
-	var body map[string]any
-	_ = json.Unmarshal(r.Body, &body)
 	fields := logrus.Fields{"kind": r.Kind.String()}
+	body, err := bodyFields(r.Body)
+	if err != nil {
+		fields["body"] = string(r.Body)
+		fields[logrus.ErrorKey] = fmt.Sprintf("undecodable event body: %v", err)
+	}
 	for k, v := range body {
 		fields[k] = v
 	}
@@ -49,4 +57,49 @@ func (h *fastPathEvents) logEvent(r channel.EventRecord) {
 		return
 	}
 	h.log.WithFields(fields).Info("slowpath event received")
+}
+
+// bodyFields decodes an event's JSON object into log fields. Its numbers
+// keep their kind: a byte count is logged as the integer it is, not as the
+// float64 that decoding into map[string]any makes of every number
+// (free_bytes=4.126144e+06), which also rounds integers past 2^53.
+func bodyFields(body []byte) (logrus.Fields, error) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil {
+		return nil, err
+	}
+	fields := make(logrus.Fields, len(m))
+	for k, v := range m {
+		fields[k] = plainNumbers(v)
+	}
+	return fields, nil
+}
+
+// plainNumbers turns the json.Numbers in v into int64, uint64 or float64,
+// whichever holds the number exactly (in that order of preference).
+func plainNumbers(v any) any {
+	switch v := v.(type) {
+	case json.Number:
+		if i, err := v.Int64(); err == nil {
+			return i
+		}
+		if u, err := strconv.ParseUint(v.String(), 10, 64); err == nil {
+			return u
+		}
+		if f, err := v.Float64(); err == nil {
+			return f
+		}
+		return v // out of float64's range: the digits as they came
+	case map[string]any:
+		for k, e := range v {
+			v[k] = plainNumbers(e)
+		}
+	case []any:
+		for i, e := range v {
+			v[i] = plainNumbers(e)
+		}
+	}
+	return v
 }

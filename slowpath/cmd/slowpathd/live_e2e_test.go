@@ -11,9 +11,9 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/palisade/palisade/fastpath/channel"
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 	"github.com/palisade/palisade/slowpath/eve"
 	"github.com/palisade/palisade/slowpath/inspect/craft"
 	"github.com/palisade/palisade/slowpath/inspectd/inspecttest"
@@ -82,7 +82,7 @@ func TestLiveInspectionEndToEnd(t *testing.T) {
 	fast.Punt(inspecttest.Punts(3, 4, guest, craft.Seq(tls.Handshake(), tls.Send(true, craft.ClientHello("www.example.test")),
 		tls.Send(false, craft.ServerHello()), tls.Send(true, craft.AppData(100))))...)
 
-	byFlow := inspecttest.ByFlow(fast.WaitVerdicts(4*4+2, 10*time.Second))
+	byFlow := inspecttest.ByFlow(fast.WaitVerdicts(4*4 + 2))
 	last := func(flow uint64) inspecttest.Verdict { vs := byFlow[[2]uint64{3, flow}]; return vs[len(vs)-1] }
 	if v := last(1); v.Action != channel.ActionDrop || v.Flow != channel.FlowBlock {
 		t.Errorf("drop marker: %s/%s", v.Action, v.Flow)
@@ -98,7 +98,7 @@ func TestLiveInspectionEndToEnd(t *testing.T) {
 		t.Errorf("TLS flow after its handshake: %s/%s", v.Action, v.Flow)
 	}
 
-	evs := fast.WaitEvents(2, 5*time.Second)
+	evs := fast.WaitEvents(2)
 	sids := map[string]bool{}
 	for _, e := range evs {
 		var r eve.Record
@@ -115,7 +115,7 @@ func TestLiveInspectionEndToEnd(t *testing.T) {
 	// after the fast path has it.
 	var st inspectionStatus
 	var out []byte
-	fast.WaitFor("verdicts counted", 5*time.Second, func() bool {
+	fast.WaitFor("verdicts counted", func() bool {
 		var err error
 		if out, err = exec.Command(bin, "inspection", "--control-socket", sock, "--json").CombinedOutput(); err != nil {
 			t.Fatalf("slowpathd inspection: %v\n%s", err, out)
@@ -170,10 +170,7 @@ func TestLiveInspectionRefusesBadFiles(t *testing.T) {
 		b, _ := os.ReadFile(logFile.Name())
 		return string(b)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(logs(), `msg="rules loaded"`) && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(t, "rules loaded", func() bool { return strings.Contains(logs(), `msg="rules loaded"`) })
 	_ = cmd.Process.Signal(os.Interrupt)
 	_ = cmd.Wait()
 	for _, want := range []string{`msg="rule refused"`, `sid 1000099: unsupported protocol \"dns\"`, "loaded=4", "refused=1"} {

@@ -2,6 +2,7 @@ package inspecttest
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/palisade/palisade/fastpath/bindserver"
 	"github.com/palisade/palisade/fastpath/channel"
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 	"github.com/palisade/palisade/slowpath/inspect/craft"
 )
 
@@ -131,20 +133,11 @@ func (f *FastPath) signal() {
 	}
 }
 
-// WaitFor polls cond until it holds, failing the test after within.
-func (f *FastPath) WaitFor(what string, within time.Duration, cond func() bool) {
+// WaitFor waits until cond holds (see wait.ForSignal): cond is checked
+// again whenever a frame arrives or the binding changes.
+func (f *FastPath) WaitFor(what string, cond func() bool) {
 	f.t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		wait := time.Until(deadline)
-		if wait <= 0 {
-			f.t.Fatalf("%s: not within %s", what, within)
-		}
-		select {
-		case <-f.changed:
-		case <-time.After(min(wait, time.Millisecond)):
-		}
-	}
+	wait.ForSignal(f.t, what, f.changed, cond)
 }
 
 // Session is the bound session, or nil.
@@ -157,7 +150,7 @@ func (f *FastPath) Session() *channel.Session {
 // WaitBound waits for a binding other than prev (nil: any) and returns it.
 func (f *FastPath) WaitBound(prev *channel.Session) *channel.Session {
 	f.t.Helper()
-	f.WaitFor("bound", 5*time.Second, func() bool { s := f.Session(); return s != nil && s != prev })
+	f.WaitFor("bound", func() bool { s := f.Session(); return s != nil && s != prev })
 	return f.Session()
 }
 
@@ -179,16 +172,13 @@ func (f *FastPath) SendRaw(payload []byte) {
 	if s == nil {
 		f.t.Fatal("not bound")
 	}
-	for {
+	wait.ForErr(f.t, "punt queued", func() error {
 		err := s.Send(channel.TypePuntBatch, payload)
-		if err == nil {
-			return
-		}
-		if s.Err() != nil {
+		if err != nil && s.Err() != nil {
 			f.t.Fatalf("punt: %v", err)
 		}
-		time.Sleep(100 * time.Microsecond)
-	}
+		return err
+	})
 }
 
 // VerdictCount is how many verdicts have arrived.
@@ -198,19 +188,35 @@ func (f *FastPath) VerdictCount() int {
 	return len(f.verdicts)
 }
 
-// WaitVerdicts waits until n verdicts have arrived in all and returns them.
-func (f *FastPath) WaitVerdicts(n int, within time.Duration) []Verdict {
+// WaitVerdictCount waits until n verdicts have arrived in all.
+func (f *FastPath) WaitVerdictCount(n int) {
 	f.t.Helper()
-	f.WaitFor("verdicts", within, func() bool { return f.VerdictCount() >= n })
+	f.WaitFor(fmt.Sprintf("%d verdicts", n), func() bool { return f.VerdictCount() >= n })
+}
+
+// WaitVerdict waits for the verdict that arrives i-th (from 0) and returns
+// it.
+func (f *FastPath) WaitVerdict(i int) Verdict {
+	f.t.Helper()
+	f.WaitVerdictCount(i + 1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.verdicts[i]
+}
+
+// WaitVerdicts waits until n verdicts have arrived in all and returns them.
+func (f *FastPath) WaitVerdicts(n int) []Verdict {
+	f.t.Helper()
+	f.WaitVerdictCount(n)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return append([]Verdict(nil), f.verdicts...)
 }
 
 // WaitEvents waits until n events have arrived in all and returns them.
-func (f *FastPath) WaitEvents(n int, within time.Duration) []channel.EventRecord {
+func (f *FastPath) WaitEvents(n int) []channel.EventRecord {
 	f.t.Helper()
-	f.WaitFor("events", within, func() bool {
+	f.WaitFor(fmt.Sprintf("%d events", n), func() bool {
 		f.mu.Lock()
 		defer f.mu.Unlock()
 		return len(f.events) >= n

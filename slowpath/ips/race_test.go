@@ -1,5 +1,0 @@
-//go:build race
-
-package ips
-
-const raceEnabled = true
