@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/palisade/palisade/fastpath/control/api"
 )
 
 func TestParseAndFormatSize(t *testing.T) {
@@ -32,11 +34,11 @@ func TestBudgetAdmitsRefusesAndReleases(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, g := range []string{"a", "b", "c"} {
-		if err := b.Reserve(Reservation{Guest: g, Total: 20, KernelShare: 20}); err != nil {
+		if err := b.Reserve(api.Reservation{Guest: g, Total: 20, KernelShare: 20}); err != nil {
 			t.Fatalf("%s: %v", g, err)
 		}
 	}
-	err = b.Reserve(Reservation{Guest: "d", Total: 20})
+	err = b.Reserve(api.Reservation{Guest: "d", Total: 20})
 	var ex *ExhaustedError
 	if !errors.As(err, &ex) || ex.Guest != "d" || ex.Need != 20 || ex.Free != 0 || ex.Max != 100 {
 		t.Fatalf("full budget: %v", err)
@@ -50,17 +52,17 @@ func TestBudgetAdmitsRefusesAndReleases(t *testing.T) {
 	}
 	// A policy change replaces what the guest held: growing by 5 does
 	// not fit, shrinking does.
-	if err := b.Reserve(Reservation{Guest: "a", Total: 25}); err == nil {
+	if err := b.Reserve(api.Reservation{Guest: "a", Total: 25}); err == nil {
 		t.Fatal("growth past the budget admitted")
 	}
 	if got := b.Snapshot().Reserved; got != 100 {
 		t.Fatalf("a refused change altered the budget: %d", got)
 	}
-	if err := b.Reserve(Reservation{Guest: "a", Total: 10}); err != nil {
+	if err := b.Reserve(api.Reservation{Guest: "a", Total: 10}); err != nil {
 		t.Fatal(err)
 	}
 	b.Release("b")
-	if err := b.Reserve(Reservation{Guest: "d", Total: 20}); err != nil {
+	if err := b.Reserve(api.Reservation{Guest: "d", Total: 20}); err != nil {
 		t.Fatalf("after release: %v", err)
 	}
 	var below *BelowReservedError

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/palisade/palisade/fastpath/control"
+	"github.com/palisade/palisade/fastpath/control/api"
 	"github.com/palisade/palisade/fastpath/datapath"
 	"github.com/palisade/palisade/fastpath/heap"
 	"github.com/palisade/palisade/fastpath/policy"
@@ -79,7 +80,7 @@ func heapCommand(o *options) *cobra.Command {
 	return cmd
 }
 
-func printHeap(w io.Writer, r heap.Report) {
+func printHeap(w io.Writer, r api.HeapReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "max\t%s\n", heap.FormatSize(r.Max))
 	fmt.Fprintf(tw, "reserved\t%s\n", heap.FormatSize(r.Reserved))

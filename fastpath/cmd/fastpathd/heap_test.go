@@ -9,16 +9,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/palisade/palisade/fastpath/heap"
+	"github.com/palisade/palisade/fastpath/control/api"
 )
 
-func (e *env) heap() heap.Report {
+func (e *env) heap() api.HeapReport {
 	e.t.Helper()
 	out, err := e.cli("heap", "--json")
 	if err != nil {
 		e.t.Fatalf("heap: %v\n%s", err, out)
 	}
-	var r heap.Report
+	var r api.HeapReport
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		e.t.Fatal(err)
 	}
