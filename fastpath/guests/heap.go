@@ -38,7 +38,7 @@ func (m *Manager) SetHeapMax(max uint64) error {
 		return errors.Join(fmt.Errorf("heap set: %w", err), b.SetMax(prevMax))
 	}
 	m.log.WithFields(logrus.Fields{"max_bytes": max, "previous_bytes": prevMax, "flag_bytes": m.heapFlag}).
-		Info("heap max set at runtime; kept across restarts while --heap-max is unchanged")
+		Info("heap max set at runtime")
 	return nil
 }
 
@@ -73,6 +73,22 @@ func (m *Manager) restoreHeap(saved *savedHeap) error {
 	m.log.WithFields(fields).Info("heap max chosen")
 	if err != nil {
 		return fmt.Errorf("restore heap max: %w", err)
+	}
+	return nil
+}
+
+// forgetOverriddenHeap rewrites the state file without a runtime size the
+// flag has overridden (restoreHeap dropped it), so that setting the flag
+// back later does not revive it. Only once every guest is restored: the
+// file is written from what is.
+func (m *Manager) forgetOverriddenHeap() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.heap != nil {
+		return nil
+	}
+	if err := m.save(); err != nil {
+		return fmt.Errorf("restore: forget the overridden heap size: %w", err)
 	}
 	return nil
 }

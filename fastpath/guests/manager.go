@@ -471,7 +471,12 @@ func (m *Manager) Restore() error {
 			return fmt.Errorf("restore: state file %s: %w", m.cfg.StateFile, err)
 		}
 		// The size first: restored guests are adopted into it.
-		errs = append(errs, m.restoreHeap(st.Heap), m.restoreGuests(&st))
+		heapErr := m.restoreHeap(st.Heap)
+		guestsErr := m.restoreGuests(&st)
+		errs = append(errs, heapErr, guestsErr)
+		if st.Heap != nil && guestsErr == nil {
+			errs = append(errs, m.forgetOverriddenHeap())
+		}
 	}
 	errs = append(errs, m.dp.Reattach(), m.removeOrphans())
 	m.log.WithField("guests", m.Count()).Info("restored protected guests")
