@@ -66,7 +66,7 @@ func heapCommand(o *options) *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "set SIZE",
-		Short: "change the budget at runtime (e.g. 512MiB); refused below what is reserved",
+		Short: "change the budget at runtime (e.g. 512MiB); refused below what is reserved; kept across restarts while --heap-max is unchanged",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := control.NewClient(o.controlSocket).SetHeap(cmd.Context(), args[0])
