@@ -48,15 +48,7 @@ func newFixture(t *testing.T, max uint64) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dp.Close() })
-	costs, err := heap.Measure()
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, err := dp.BaseMemory()
-	if err != nil {
-		t.Fatal(err)
-	}
-	budget, err := heap.NewBudget(max, heap.DefaultReserve, base)
+	budget, costs, err := heap.ForDatapath(dp, max, heap.DefaultReserve)
 	if err != nil {
 		t.Fatal(err)
 	}

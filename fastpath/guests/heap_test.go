@@ -23,7 +23,7 @@ func (f *fixture) restart(flag uint64) (*Manager, *heap.Budget, logrus.Fields) {
 		f.t.Fatal(err)
 	}
 	f.t.Cleanup(func() { dp.Close() })
-	budget, err := heap.NewBudget(flag, heap.DefaultReserve, f.budget.Snapshot().Base)
+	budget, _, err := heap.ForDatapath(dp, flag, heap.DefaultReserve)
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -125,6 +125,27 @@ func Measure() (Costs, error) {
 	return c, nil
 }
 
+// ForDatapath measures this kernel's costs and dp's own memory and opens a
+// budget of max bytes, reserve of which is kept for migration state. The
+// entries of guests already protected (a restart) are not part of dp's own
+// memory: their reservations count them once restored.
+func ForDatapath(dp *datapath.Datapath, max, reserve uint64) (*Budget, Costs, error) {
+	costs, err := Measure()
+	if err != nil {
+		return nil, costs, fmt.Errorf("measure the kernel's map costs: %w", err)
+	}
+	base, err := dp.BaseMemory()
+	if err != nil {
+		return nil, costs, fmt.Errorf("measure the datapath's memory: %w", err)
+	}
+	vnics, err := dp.VNICCount()
+	if err != nil {
+		return nil, costs, err
+	}
+	b, err := NewBudget(max, reserve, base-uint64(vnics)*costs.VNICEntryBytes)
+	return b, costs, err
+}
+
 // probeTrie measures one LPM trie entry with the datapath's key layout
 // (prefix length, then keyBytes of policy id and field) and value.
 func probeTrie(keyBytes int) (uint64, error) {

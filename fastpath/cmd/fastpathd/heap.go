@@ -27,26 +27,11 @@ func openBudget(o options, dp *datapath.Datapath) (*heap.Budget, heap.Costs, err
 	if err != nil {
 		return nil, heap.Costs{}, fmt.Errorf("--heap-reserve: %w", err)
 	}
-	costs, err := heap.Measure()
-	if err != nil {
-		return nil, costs, fmt.Errorf("measure the kernel's map costs: %w", err)
-	}
 	if o.puntQueue < 1 {
-		return nil, costs, fmt.Errorf("--punt-queue %d: want at least 1", o.puntQueue)
+		return nil, heap.Costs{}, fmt.Errorf("--punt-queue %d: want at least 1", o.puntQueue)
 	}
+	b, costs, err := heap.ForDatapath(dp, max, reserve)
 	costs.PuntQueue = o.puntQueue
-	base, err := dp.BaseMemory()
-	if err != nil {
-		return nil, costs, fmt.Errorf("measure the datapath's memory: %w", err)
-	}
-	// After a restart the vNIC map already holds the restored guests'
-	// entries, which their reservations count.
-	vnics, err := dp.VNICCount()
-	if err != nil {
-		return nil, costs, err
-	}
-	base -= uint64(vnics) * costs.VNICEntryBytes
-	b, err := heap.NewBudget(max, reserve, base)
 	return b, costs, err
 }
 

@@ -45,15 +45,7 @@ func serve(t *testing.T) *control.Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dp.Close() })
-	costs, err := heap.Measure()
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, err := dp.BaseMemory()
-	if err != nil {
-		t.Fatal(err)
-	}
-	budget, err := heap.NewBudget(heap.DefaultMax, heap.DefaultReserve, base)
+	budget, costs, err := heap.ForDatapath(dp, heap.DefaultMax, heap.DefaultReserve)
 	if err != nil {
 		t.Fatal(err)
 	}
