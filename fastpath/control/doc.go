@@ -1,6 +1,7 @@
-// Package control is fastpathd's guest lifecycle API: Activate, UpdatePolicy,
-// Deactivate, Stats and ListGuests (plus connections, events and the binding
-// status) as HTTP+JSON on the daemon's local unix socket, and the typed
-// client that the CLI and the host agent use. docs/control-api.md lists the
-// routes.
+// Package control is the typed client of fastpathd's control API (guest
+// activation, re-policying, deactivation, stats, connections, events, the
+// heap budget and the binding status), which the CLI, the host agent and
+// the console use. It speaks the contract in control/api over the daemon's
+// unix socket and links neither the datapath nor netlink; the daemon's side
+// is control/server. docs/control-api.md lists the routes.
 package control

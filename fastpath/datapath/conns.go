@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+
+	"github.com/palisade/palisade/fastpath/control/api"
 )
 
 func numCPU() int { return ebpf.MustPossibleCPU() }
@@ -20,25 +22,9 @@ var tcpStateNames = map[uint8]string{
 
 var verdictNames = map[uint8]string{0: "pass", 1: "punt", 2: "offload", 3: "block"}
 
-// Conn is one tracked connection, oriented by the guest.
-type Conn struct {
-	Proto      uint8         `json:"proto"`
-	GuestAddr  netip.Addr    `json:"guest_addr"`
-	GuestPort  uint16        `json:"guest_port"`
-	RemoteAddr netip.Addr    `json:"remote_addr"`
-	RemotePort uint16        `json:"remote_port"`
-	State      string        `json:"state"`      // TCP state, or NEW/REPLIED for pseudo-connections
-	FromGuest  bool          `json:"from_guest"` // the guest opened it
-	Verdict    string        `json:"verdict"`
-	RuleID     uint32        `json:"rule_id"`
-	PolicyID   uint32        `json:"policy_id"`
-	FlowID     uint64        `json:"flow_id"`
-	ForceAllow bool          `json:"force_allow,omitempty"`
-	PickedUp   bool          `json:"picked_up,omitempty"`
-	Packets    [2]uint64     `json:"packets"` // from guest, to guest
-	Bytes      [2]uint64     `json:"bytes"`
-	LastSeen   time.Duration `json:"last_seen_monotonic_ns"`
-}
+// Conn is one tracked connection, oriented by the guest. Its shape is the
+// control API's (defined once, in fastpath/control/api).
+type Conn = api.Conn
 
 func addrOf(family uint8, a [4]uint32) netip.Addr {
 	var b [16]byte

@@ -10,30 +10,15 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/palisade/palisade/fastpath/control/api"
 	"github.com/palisade/palisade/fastpath/datapath"
 )
 
 // Record is one folded event: Count packets that were reported alike
 // (guest, kind, reason, rule, addresses, destination port, protocol)
-// between First and Last.
-type Record struct {
-	Guest     string    `json:"guest"`
-	Message   string    `json:"message,omitempty"` // control-plane events say what happened in words
-	Kind      string    `json:"kind"`
-	Reason    string    `json:"reason,omitempty"`
-	RuleID    uint32    `json:"rule_id"`
-	FromGuest bool      `json:"from_guest"`
-	Proto     uint8     `json:"proto"`
-	Src       string    `json:"src"`
-	Dst       string    `json:"dst"`
-	Sport     uint16    `json:"src_port,omitempty"`
-	Dport     uint16    `json:"dst_port"`
-	Tap       bool      `json:"tap,omitempty"`
-	State     string    `json:"tcp_state,omitempty"`
-	Count     uint64    `json:"count"`
-	First     time.Time `json:"first"`
-	Last      time.Time `json:"last"`
-}
+// between First and Last. Its shape is the control API's (defined once, in
+// fastpath/control/api).
+type Record = api.Event
 
 type foldKey struct {
 	slot      uint32

@@ -20,6 +20,7 @@ type fixture struct {
 	t      *testing.T
 	ns     *lab.Namespace
 	dp     *datapath.Datapath
+	pinDir string
 	mgr    *Manager
 	budget *heap.Budget
 	costs  heap.Costs
@@ -41,24 +42,17 @@ func newFixture(t *testing.T, max uint64) *fixture {
 			t.Fatal(err)
 		}
 	}
-	dp, err := datapath.Open(datapath.Config{PinDir: filepath.Join(lab.BPFFSForTest(t), "palisade")})
+	pinDir := filepath.Join(lab.BPFFSForTest(t), "palisade")
+	dp, err := datapath.Open(datapath.Config{PinDir: pinDir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { dp.Close() })
-	costs, err := heap.Measure()
+	budget, costs, err := heap.ForDatapath(dp, max, heap.DefaultReserve)
 	if err != nil {
 		t.Fatal(err)
 	}
-	base, err := dp.BaseMemory()
-	if err != nil {
-		t.Fatal(err)
-	}
-	budget, err := heap.NewBudget(max, heap.DefaultReserve, base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f := &fixture{t: t, ns: ns, dp: dp, budget: budget, costs: costs, logs: &strings.Builder{}}
+	f := &fixture{t: t, ns: ns, dp: dp, pinDir: pinDir, budget: budget, costs: costs, logs: &strings.Builder{}}
 	log := logrus.New()
 	log.SetOutput(io.MultiWriter(f.logs))
 	f.mgr, err = New(Config{Datapath: dp, StateFile: filepath.Join(t.TempDir(), "guests.json"), Links: ns.Netlink(),

@@ -14,6 +14,7 @@ import (
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 
+	"github.com/palisade/palisade/fastpath/control/api"
 	"github.com/palisade/palisade/fastpath/datapath"
 	"github.com/palisade/palisade/fastpath/heap"
 	"github.com/palisade/palisade/fastpath/policy"
@@ -38,8 +39,10 @@ type Config struct {
 	// means the process's own.
 	Links *netlink.Handle
 	// Budget admits guests by the memory they will use (Costs says how
-	// much); nil accounts nothing. OnProtectionFailed hears of every guest
-	// refused for lack of memory.
+	// much); nil accounts nothing. Its size when New is called is the
+	// configured one (--heap-max): Restore weighs it against a size set at
+	// runtime (SetHeapMax) and saved in the state file. OnProtectionFailed
+	// hears of every guest refused for lack of memory.
 	Budget             *heap.Budget
 	Costs              heap.Costs
 	OnProtectionFailed func(*heap.ExhaustedError)
@@ -55,6 +58,8 @@ type Manager struct {
 	guests       map[string]*guest
 	slots        [datapath.MaxGuests]bool
 	nextPolicyID uint32
+	heapFlag     uint64     // the budget's configured size
+	heap         *savedHeap // the budget's size if set at runtime, saved with the guests
 
 	// bySlot answers the per-packet question "whose slot is this" without
 	// m.mu, which an activation holds for milliseconds.
@@ -95,8 +100,9 @@ type guest struct {
 }
 
 type stateFile struct {
-	NextPolicyID uint32   `json:"next_policy_id"`
-	Guests       []*guest `json:"guests"`
+	NextPolicyID uint32     `json:"next_policy_id"`
+	Guests       []*guest   `json:"guests"`
+	Heap         *savedHeap `json:"heap,omitempty"`
 }
 
 // New returns a Manager; Restore loads what an earlier run left.
@@ -117,7 +123,11 @@ func New(cfg Config) (*Manager, error) {
 		}
 		cfg.Links = h
 	}
-	return &Manager{cfg: cfg, dp: cfg.Datapath, log: cfg.Log, guests: map[string]*guest{}, nextPolicyID: 1}, nil
+	m := &Manager{cfg: cfg, dp: cfg.Datapath, log: cfg.Log, guests: map[string]*guest{}, nextPolicyID: 1}
+	if cfg.Budget != nil {
+		m.heapFlag = cfg.Budget.Max()
+	}
+	return m, nil
 }
 
 func (m *Manager) allocSlot() (uint32, error) {
@@ -131,7 +141,7 @@ func (m *Manager) allocSlot() (uint32, error) {
 }
 
 func (m *Manager) save() error {
-	st := stateFile{NextPolicyID: m.nextPolicyID}
+	st := stateFile{NextPolicyID: m.nextPolicyID, Heap: m.heap}
 	for _, g := range m.guests {
 		st.Guests = append(st.Guests, g)
 	}
@@ -190,7 +200,7 @@ func (m *Manager) Activate(guestID, vnic string, pol *policy.Policy) (err error)
 	}
 	// Memory first: a guest that does not fit is refused before anything
 	// of it exists, and no other guest is touched.
-	if err := m.reserve(guestID, pol, compiled); err != nil {
+	if err := m.reserve(m.cfg.Costs.ForPolicy(guestID, pol, compiled)); err != nil {
 		errors.As(err, &refused)
 		return fmt.Errorf("activate %s: %w", guestID, err)
 	}
@@ -256,17 +266,30 @@ func (m *Manager) Activate(guestID, vnic string, pol *policy.Policy) (err error)
 
 // reserve admits a guest's memory, or logs and refuses it (the caller tells
 // OnProtectionFailed, once it has released m.mu).
-func (m *Manager) reserve(guestID string, pol *policy.Policy, c *policy.Compiled) error {
+func (m *Manager) reserve(r api.Reservation) error {
 	if m.cfg.Budget == nil {
 		return nil
 	}
-	err := m.cfg.Budget.Reserve(m.cfg.Costs.ForPolicy(guestID, pol, c))
+	err := m.cfg.Budget.Reserve(r)
 	var ex *heap.ExhaustedError
 	if errors.As(err, &ex) {
-		m.log.WithFields(logrus.Fields{"guest": guestID, "need_bytes": ex.Need, "free_bytes": ex.Free, "max_bytes": ex.Max}).
+		m.log.WithFields(logrus.Fields{"guest": r.Guest, "need_bytes": ex.Need, "free_bytes": ex.Free, "max_bytes": ex.Max}).
 			Error("out of memory, guest protection failed")
 	}
 	return err
+}
+
+// hold sets what a guest holds of the budget without admission: after a
+// policy swap, which reserved at least as much while it ran.
+func (m *Manager) hold(r api.Reservation) {
+	if m.cfg.Budget != nil {
+		m.cfg.Budget.Adopt(r)
+	}
+}
+
+// reservation is what g holds of the budget outside a swap.
+func (m *Manager) reservation(g *guest) api.Reservation {
+	return m.cfg.Costs.ForPolicy(g.ID, g.Policy, g.compiled)
 }
 
 // protectionFailed tells OnProtectionFailed of a refused guest. Never under
@@ -289,7 +312,10 @@ func (m *Manager) config(g *guest, pickupUntil time.Duration) datapath.GuestConf
 
 // UpdatePolicy swaps a protected guest's policy atomically: a packet is
 // judged by the old rules or the new ones, never a mix. Existing flows are
-// judged again under the new rules at their next packet.
+// judged again under the new rules at their next packet. Until the swap ends
+// the old structures and the new ones coexist in the kernel, and the budget
+// holds both (heap.DuringSwap): a change for which both do not fit is
+// refused, and the guest keeps its policy.
 func (m *Manager) UpdatePolicy(guestID string, pol *policy.Policy) error {
 	if err := pol.Normalize(); err != nil {
 		return fmt.Errorf("update %s: %w", guestID, err)
@@ -306,28 +332,22 @@ func (m *Manager) UpdatePolicy(guestID string, pol *policy.Policy) error {
 	if !ok {
 		return fmt.Errorf("update %s: %w", guestID, ErrNotFound)
 	}
-	// The new policy's memory replaces the old one's; if it does not fit
-	// the guest keeps its current policy.
-	if err := m.reserve(guestID, pol, compiled); err != nil {
+	resized := pol.MaxTCP != g.Policy.MaxTCP || pol.MaxUDP != g.Policy.MaxUDP
+	before := m.reservation(g)
+	if err := m.reserve(heap.DuringSwap(before, m.cfg.Costs.ForPolicy(guestID, pol, compiled), resized)); err != nil {
 		errors.As(err, &refused)
-		return fmt.Errorf("update %s: %w", guestID, err)
-	}
-	restore := func() {
-		if m.cfg.Budget != nil {
-			_ = m.cfg.Budget.Reserve(m.cfg.Costs.ForPolicy(guestID, g.Policy, g.compiled))
-		}
+		return fmt.Errorf("update %s: the old and new policy side by side: %w", guestID, err)
 	}
 	id := m.nextPolicyID
 	m.nextPolicyID++
 	installed, err := m.dp.InstallPolicy(id, compiled)
 	if err != nil {
-		restore()
+		m.hold(before)
 		return fmt.Errorf("update %s: %w", guestID, err)
 	}
-	resized := pol.MaxTCP != g.Policy.MaxTCP || pol.MaxUDP != g.Policy.MaxUDP
 	if resized {
 		if err := m.dp.ResizeTables(g.Slot, pol.MaxTCP, pol.MaxUDP); err != nil {
-			restore()
+			m.hold(before)
 			return errors.Join(fmt.Errorf("update %s: %w", guestID, err), m.dp.RemovePolicy(installed, compiled))
 		}
 	}
@@ -341,8 +361,7 @@ func (m *Manager) UpdatePolicy(guestID string, pol *policy.Policy) error {
 		pickup = datapath.Monotonic() + 10*time.Second
 	}
 	if err := m.dp.SetVNIC(g.Ifindex, m.config(&next, pickup)); err != nil {
-		restore()
-		return errors.Join(fmt.Errorf("update %s: %w", guestID, err), m.dp.RemovePolicy(installed, compiled))
+		return errors.Join(fmt.Errorf("update %s: %w", guestID, err), m.undoUpdate(g, &next, resized))
 	}
 	prev := *g
 	*g = next
@@ -354,24 +373,34 @@ func (m *Manager) UpdatePolicy(guestID string, pol *policy.Policy) error {
 		*g = prev
 		return errors.Join(fmt.Errorf("update %s: %w", guestID, err), m.undoUpdate(g, &next, resized))
 	}
+	m.retire(g, old, oldCompiled, before)
+	m.log.WithFields(logrus.Fields{"guest": guestID, "rules": len(pol.Rules), "mode": pol.Mode, "policy_id": id}).Info("guest policy updated")
+	return nil
+}
+
+// retire frees the policy a swap replaced and returns g's reservation to
+// its new size. Rules that could not be freed stay counted: the kernel still
+// holds them.
+func (m *Manager) retire(g *guest, old *datapath.InstalledPolicy, oldCompiled *policy.Compiled, before api.Reservation) {
 	// No packet may still be reading the old policy when its space is
 	// reused.
 	if err := m.dp.Barrier(); err != nil {
 		m.log.WithError(err).Error("barrier after policy swap; keeping the old policy's space")
 	} else if err := m.dp.RemovePolicy(old, oldCompiled); err != nil {
-		m.log.WithError(err).WithField("guest", guestID).Warn("removing the previous policy")
+		m.log.WithError(err).WithField("guest", g.ID).Warn("removing the previous policy")
+	} else {
+		m.hold(m.reservation(g))
+		return
 	}
-	m.log.WithFields(logrus.Fields{"guest": guestID, "rules": len(pol.Rules), "mode": pol.Mode, "policy_id": id}).Info("guest policy updated")
-	return nil
+	m.hold(heap.DuringSwap(before, m.reservation(g), false))
 }
 
 // undoUpdate puts guest g, restored to its previous configuration, back in
-// force after a swap to next could not be recorded, and frees next's space.
+// force after a swap to next failed or could not be recorded, and frees
+// next's space. Until that is done the budget keeps holding both policies:
+// if the undo fails, what the kernel holds is not known.
 func (m *Manager) undoUpdate(g, next *guest, resized bool) error {
 	m.publishSlot(g)
-	if m.cfg.Budget != nil {
-		_ = m.cfg.Budget.Reserve(m.cfg.Costs.ForPolicy(g.ID, g.Policy, g.compiled))
-	}
 	pickup := time.Duration(0)
 	if resized {
 		if err := m.dp.ResizeTables(g.Slot, g.Policy.MaxTCP, g.Policy.MaxUDP); err != nil {
@@ -385,7 +414,11 @@ func (m *Manager) undoUpdate(g, next *guest, resized bool) error {
 	if err := m.dp.Barrier(); err != nil {
 		return fmt.Errorf("undo: %w", err)
 	}
-	return m.dp.RemovePolicy(next.Installed, next.compiled)
+	if err := m.dp.RemovePolicy(next.Installed, next.compiled); err != nil {
+		return fmt.Errorf("undo: %w", err)
+	}
+	m.hold(m.reservation(g))
+	return nil
 }
 
 // Deactivate stops protecting a guest. Its vNIC's configuration goes first,
@@ -429,6 +462,7 @@ func (m *Manager) Restore() error {
 	data, err := os.ReadFile(m.cfg.StateFile)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		errs = append(errs, m.restoreHeap(nil))
 	case err != nil:
 		return fmt.Errorf("restore: %w", err)
 	default:
@@ -436,7 +470,13 @@ func (m *Manager) Restore() error {
 		if err := json.Unmarshal(data, &st); err != nil {
 			return fmt.Errorf("restore: state file %s: %w", m.cfg.StateFile, err)
 		}
-		errs = append(errs, m.restoreGuests(&st))
+		// The size first: restored guests are adopted into it.
+		heapErr := m.restoreHeap(st.Heap)
+		guestsErr := m.restoreGuests(&st)
+		errs = append(errs, heapErr, guestsErr)
+		if st.Heap != nil && guestsErr == nil {
+			errs = append(errs, m.forgetOverriddenHeap())
+		}
 	}
 	errs = append(errs, m.dp.Reattach(), m.removeOrphans())
 	m.log.WithField("guests", m.Count()).Info("restored protected guests")

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/palisade/palisade/fastpath/control/api"
 )
 
 // Defaults, after the appliance Palisade is modelled on (seed 000): a 256 MB
@@ -38,23 +40,15 @@ func (e *BelowReservedError) Error() string {
 		FormatSize(e.Max), FormatSize(e.Reserved))
 }
 
-// Failure records a refused reservation.
-type Failure struct {
-	Guest string    `json:"guest"`
-	Need  uint64    `json:"need_bytes"`
-	Free  uint64    `json:"free_bytes"`
-	At    time.Time `json:"at"`
-}
-
 // Budget is the host's memory budget and who holds what.
 type Budget struct {
 	mu       sync.Mutex
 	max      uint64
 	reserve  uint64 // migration state
 	base     uint64 // the datapath's own maps
-	guests   map[string]Reservation
+	guests   map[string]api.Reservation
 	failures uint64
-	last     *Failure
+	last     *api.HeapFailure
 }
 
 // NewBudget starts a budget of max bytes, of which reserve is kept for
@@ -64,7 +58,7 @@ func NewBudget(max, reserve, base uint64) (*Budget, error) {
 		return nil, fmt.Errorf("heap of %s cannot hold the datapath (%s) and the migration reserve (%s)",
 			FormatSize(max), FormatSize(base), FormatSize(reserve))
 	}
-	return &Budget{max: max, reserve: reserve, base: base, guests: map[string]Reservation{}}, nil
+	return &Budget{max: max, reserve: reserve, base: base, guests: map[string]api.Reservation{}}, nil
 }
 
 func (b *Budget) freeLocked() uint64 {
@@ -85,14 +79,14 @@ func (b *Budget) reservedLocked() uint64 {
 // Reserve admits r for its guest, replacing what the guest held before (a
 // policy change), or refuses it with an *ExhaustedError and records the
 // failure. A refused guest keeps what it had.
-func (b *Budget) Reserve(r Reservation) error {
+func (b *Budget) Reserve(r api.Reservation) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	held := b.guests[r.Guest].Total
 	free := b.freeLocked() + held
 	if r.Total > free {
 		b.failures++
-		b.last = &Failure{Guest: r.Guest, Need: r.Total, Free: free, At: time.Now()}
+		b.last = &api.HeapFailure{Guest: r.Guest, Need: r.Total, Free: free, At: time.Now()}
 		return &ExhaustedError{Guest: r.Guest, Need: r.Total, Free: free, Max: b.max}
 	}
 	b.guests[r.Guest] = r
@@ -102,10 +96,17 @@ func (b *Budget) Reserve(r Reservation) error {
 // Adopt records a reservation without admission: for guests a restarted
 // fastpathd finds already protected. Free may go negative in effect; the
 // report shows it and new guests are refused until it recovers.
-func (b *Budget) Adopt(r Reservation) {
+func (b *Budget) Adopt(r api.Reservation) {
 	b.mu.Lock()
 	b.guests[r.Guest] = r
 	b.mu.Unlock()
+}
+
+// Max is the budget's size.
+func (b *Budget) Max() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.max
 }
 
 // Release returns a guest's reservation.
@@ -127,29 +128,11 @@ func (b *Budget) SetMax(max uint64) error {
 	return nil
 }
 
-// Report is the budget as `fastpathd heap` prints it.
-type Report struct {
-	Max         uint64        `json:"max_bytes"`
-	Reserved    uint64        `json:"reserved_bytes"`
-	Free        uint64        `json:"free_bytes"`
-	Base        uint64        `json:"datapath_base_bytes"`
-	Reserve     uint64        `json:"migration_reserve_bytes"`
-	Guests      []Reservation `json:"guests"`
-	Failures    uint64        `json:"failed_reservations"`
-	LastFailure *Failure      `json:"last_failure,omitempty"`
-	// KernelReserved is the part of Reserved the kernel accounts for;
-	// KernelMeasured is what the kernel reports in use for all of the
-	// datapath's maps. They agree when the accounting is right.
-	KernelReserved uint64 `json:"kernel_reserved_bytes"`
-	KernelMeasured uint64 `json:"kernel_measured_bytes"`
-	Costs          Costs  `json:"costs"`
-}
-
 // Snapshot reports the budget; kernelMeasured is filled by the caller.
-func (b *Budget) Snapshot() Report {
+func (b *Budget) Snapshot() api.HeapReport {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	r := Report{Max: b.max, Base: b.base, Reserve: b.reserve, Reserved: b.reservedLocked(), Failures: b.failures,
+	r := api.HeapReport{Max: b.max, Base: b.base, Reserve: b.reserve, Reserved: b.reservedLocked(), Failures: b.failures,
 		KernelReserved: b.base}
 	r.Free = b.freeLocked()
 	for _, g := range b.guests {

@@ -7,29 +7,17 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/palisade/palisade/fastpath/control/api"
 	"github.com/palisade/palisade/fastpath/datapath"
 	"github.com/palisade/palisade/fastpath/policy"
 )
 
 // Costs are what the kernel charges for Palisade's structures, measured on
 // this kernel by creating probe maps and reading the memory the kernel
-// reports for them (fdinfo "memlock", the map's own accounting).
-type Costs struct {
-	// A connection table of capacity n costs
-	// TableFixed + n*EntryBytes + pow2(n)*BucketBytes: the kernel's hash
-	// map has one bucket per power of two at or above its capacity.
-	TableFixed  uint64 `json:"table_fixed_bytes"`
-	EntryBytes  uint64 `json:"entry_bytes"`
-	BucketBytes uint64 `json:"bucket_bytes"`
-	// Classification-trie entries cost DimEntryBytes[dim] each.
-	DimEntryBytes [policy.NumDims]uint64 `json:"dim_entry_bytes"`
-	// A protected vNIC's configuration entry.
-	VNICEntryBytes uint64 `json:"vnic_entry_bytes"`
-	// Userspace: each guest that sends flows to the slow path may hold
-	// PuntQueue packets of up to PuntPacketBytes in fastpathd.
-	PuntQueue       uint64 `json:"punt_queue_packets"`
-	PuntPacketBytes uint64 `json:"punt_packet_bytes"`
-}
+// reports for them (fdinfo "memlock", the map's own accounting). The fields
+// are the control API's HeapCosts (the report carries them: api.HeapCosts(c));
+// the methods turn them into a guest's reservation.
+type Costs api.HeapCosts
 
 // Defaults of the userspace share of an inspected guest.
 const (
@@ -137,6 +125,27 @@ func Measure() (Costs, error) {
 	return c, nil
 }
 
+// ForDatapath measures this kernel's costs and dp's own memory and opens a
+// budget of max bytes, reserve of which is kept for migration state. The
+// entries of guests already protected (a restart) are not part of dp's own
+// memory: their reservations count them once restored.
+func ForDatapath(dp *datapath.Datapath, max, reserve uint64) (*Budget, Costs, error) {
+	costs, err := Measure()
+	if err != nil {
+		return nil, costs, fmt.Errorf("measure the kernel's map costs: %w", err)
+	}
+	base, err := dp.BaseMemory()
+	if err != nil {
+		return nil, costs, fmt.Errorf("measure the datapath's memory: %w", err)
+	}
+	vnics, err := dp.VNICCount()
+	if err != nil {
+		return nil, costs, err
+	}
+	b, err := NewBudget(max, reserve, base-uint64(vnics)*costs.VNICEntryBytes)
+	return b, costs, err
+}
+
 // probeTrie measures one LPM trie entry with the datapath's key layout
 // (prefix length, then keyBytes of policy id and field) and value.
 func probeTrie(keyBytes int) (uint64, error) {
@@ -177,24 +186,9 @@ func probeEntries(spec *ebpf.MapSpec, prefixlen uint8) (uint64, error) {
 	return (full - empty) / n, nil
 }
 
-// Reservation is what one guest will use.
-type Reservation struct {
-	Guest       string `json:"guest"`
-	TCPTable    uint64 `json:"tcp_table_bytes"`
-	UDPTable    uint64 `json:"udp_table_bytes"`
-	Rules       uint64 `json:"rule_bytes"`
-	PuntBuffers uint64 `json:"punt_buffer_bytes"`
-	VNICEntry   uint64 `json:"vnic_entry_bytes"`
-	TrieEntries int    `json:"trie_entries"`
-	MaxTCP      uint32 `json:"max_tcp_connections"`
-	MaxUDP      uint32 `json:"max_udp_connections"`
-	Total       uint64 `json:"total_bytes"`
-	KernelShare uint64 `json:"kernel_bytes"` // the part the kernel accounts for (all but punt buffers)
-}
-
 // ForPolicy is what a guest with policy p (compiled to c) will use.
-func (c Costs) ForPolicy(guest string, p *policy.Policy, comp *policy.Compiled) Reservation {
-	r := Reservation{Guest: guest, TCPTable: c.Table(p.MaxTCP), UDPTable: c.Table(p.MaxUDP), MaxTCP: p.MaxTCP, MaxUDP: p.MaxUDP}
+func (c Costs) ForPolicy(guest string, p *policy.Policy, comp *policy.Compiled) api.Reservation {
+	r := api.Reservation{Guest: guest, TCPTable: c.Table(p.MaxTCP), UDPTable: c.Table(p.MaxUDP), MaxTCP: p.MaxTCP, MaxUDP: p.MaxUDP}
 	for dim, entries := range comp.Dims {
 		r.Rules += uint64(len(entries)) * c.DimEntryBytes[dim]
 		r.TrieEntries += len(entries)
@@ -203,6 +197,27 @@ func (c Costs) ForPolicy(guest string, p *policy.Policy, comp *policy.Compiled) 
 		r.PuntBuffers = c.PuntQueue * c.PuntPacketBytes
 	}
 	r.VNICEntry = c.VNICEntryBytes
+	r.KernelShare = r.TCPTable + r.UDPTable + r.Rules + r.VNICEntry
+	r.Total = r.KernelShare + r.PuntBuffers
+	return r
+}
+
+// DuringSwap is what a guest holds while its policy changes from old to
+// next. The new rules are installed beside the old ones, which go only once
+// no packet can still read them; when tablesRebuilt, new connection tables
+// are built and filled beside the old ones too. The kernel holds both until
+// the swap ends, so the budget admits the change at this size and returns
+// to next afterwards.
+func DuringSwap(old, next api.Reservation, tablesRebuilt bool) api.Reservation {
+	r := next
+	r.Rules += old.Rules
+	r.TrieEntries += old.TrieEntries
+	if tablesRebuilt {
+		r.TCPTable += old.TCPTable
+		r.UDPTable += old.UDPTable
+	}
+	// One queue per guest in fastpathd, bounded by the larger policy.
+	r.PuntBuffers = max(old.PuntBuffers, next.PuntBuffers)
 	r.KernelShare = r.TCPTable + r.UDPTable + r.Rules + r.VNICEntry
 	r.Total = r.KernelShare + r.PuntBuffers
 	return r

@@ -1,10 +1,10 @@
 package heap
 
 import (
-	"github.com/palisade/palisade/hypervisor/lab"
 	"testing"
 
 	"github.com/palisade/palisade/fastpath/datapath"
+	"github.com/palisade/palisade/hypervisor/lab"
 )
 
 // TestCostModelPredictsTheKernel creates connection tables of many sizes and

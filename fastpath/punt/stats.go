@@ -1,6 +1,9 @@
 package punt
 
-import "github.com/palisade/palisade/fastpath/channel"
+import (
+	"github.com/palisade/palisade/fastpath/channel"
+	"github.com/palisade/palisade/fastpath/control/api"
+)
 
 type counters struct {
 	held, sent, batches, tapCopies, malformed        uint64
@@ -11,31 +14,9 @@ type counters struct {
 	failOpen, failClosed                             map[string]uint64
 }
 
-// Stats are the engine's counters, for `fastpathd inspection`.
-type Stats struct {
-	Held             uint64            `json:"held"`
-	Sent             uint64            `json:"sent_to_slow_path"`
-	Batches          uint64            `json:"punt_batches"`
-	TapCopies        uint64            `json:"tap_copies"`
-	Reinjected       uint64            `json:"reinjected"`
-	Rejected         uint64            `json:"rejected"`
-	RejectsAnswered  uint64            `json:"rejects_answered"`
-	DroppedByVerdict uint64            `json:"dropped_by_verdict"`
-	Verdicts         map[string]uint64 `json:"verdicts"`
-	Offloads         uint64            `json:"flows_offloaded"`
-	Blocks           uint64            `json:"flows_blocked"`
-	Late             uint64            `json:"late_verdicts"`
-	TapVerdicts      uint64            `json:"tap_verdicts"`
-	TapWouldDrop     uint64            `json:"tap_would_drop"`
-	FailOpen         map[string]uint64 `json:"fail_open"`   // passed uninspected, by why
-	FailClosed       map[string]uint64 `json:"fail_closed"` // dropped uninspected, by why
-	Pending          int               `json:"pending"`
-	PendingBytes     int               `json:"pending_bytes"`
-	Malformed        uint64            `json:"malformed"`
-	WriteErrors      uint64            `json:"write_errors"`
-	Congestions      uint64            `json:"congestions"` // times a guest reached its bound and the datapath shed
-	Bound            bool              `json:"slow_path_bound"`
-}
+// Stats are the engine's counters, for `fastpathd inspection`. Their shape
+// is the control API's (defined once, in fastpath/control/api).
+type Stats = api.InspectionStats
 
 // Stats snapshots the counters.
 func (e *Engine) Stats() Stats {

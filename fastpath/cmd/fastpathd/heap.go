@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/palisade/palisade/fastpath/control"
+	"github.com/palisade/palisade/fastpath/control/api"
 	"github.com/palisade/palisade/fastpath/datapath"
 	"github.com/palisade/palisade/fastpath/heap"
 	"github.com/palisade/palisade/fastpath/policy"
@@ -26,26 +27,11 @@ func openBudget(o options, dp *datapath.Datapath) (*heap.Budget, heap.Costs, err
 	if err != nil {
 		return nil, heap.Costs{}, fmt.Errorf("--heap-reserve: %w", err)
 	}
-	costs, err := heap.Measure()
-	if err != nil {
-		return nil, costs, fmt.Errorf("measure the kernel's map costs: %w", err)
-	}
 	if o.puntQueue < 1 {
-		return nil, costs, fmt.Errorf("--punt-queue %d: want at least 1", o.puntQueue)
+		return nil, heap.Costs{}, fmt.Errorf("--punt-queue %d: want at least 1", o.puntQueue)
 	}
+	b, costs, err := heap.ForDatapath(dp, max, reserve)
 	costs.PuntQueue = o.puntQueue
-	base, err := dp.BaseMemory()
-	if err != nil {
-		return nil, costs, fmt.Errorf("measure the datapath's memory: %w", err)
-	}
-	// After a restart the vNIC map already holds the restored guests'
-	// entries, which their reservations count.
-	vnics, err := dp.VNICCount()
-	if err != nil {
-		return nil, costs, err
-	}
-	base -= uint64(vnics) * costs.VNICEntryBytes
-	b, err := heap.NewBudget(max, reserve, base)
 	return b, costs, err
 }
 
@@ -65,7 +51,7 @@ func heapCommand(o *options) *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 	cmd.AddCommand(&cobra.Command{
 		Use:   "set SIZE",
-		Short: "change the budget at runtime (e.g. 512MiB); refused below what is reserved",
+		Short: "change the budget at runtime (e.g. 512MiB); refused below what is reserved; kept across restarts while --heap-max is unchanged",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			r, err := control.NewClient(o.controlSocket).SetHeap(cmd.Context(), args[0])
@@ -79,7 +65,7 @@ func heapCommand(o *options) *cobra.Command {
 	return cmd
 }
 
-func printHeap(w io.Writer, r heap.Report) {
+func printHeap(w io.Writer, r api.HeapReport) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(tw, "max\t%s\n", heap.FormatSize(r.Max))
 	fmt.Fprintf(tw, "reserved\t%s\n", heap.FormatSize(r.Reserved))

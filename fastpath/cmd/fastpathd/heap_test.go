@@ -9,16 +9,16 @@ import (
 	"testing"
 	"time"
 
-	"github.com/palisade/palisade/fastpath/heap"
+	"github.com/palisade/palisade/fastpath/control/api"
 )
 
-func (e *env) heap() heap.Report {
+func (e *env) heap() api.HeapReport {
 	e.t.Helper()
 	out, err := e.cli("heap", "--json")
 	if err != nil {
 		e.t.Fatalf("heap: %v\n%s", err, out)
 	}
-	var r heap.Report
+	var r api.HeapReport
 	if err := json.Unmarshal([]byte(out), &r); err != nil {
 		e.t.Fatal(err)
 	}
@@ -184,4 +184,52 @@ func TestConnectionFloodStaysInItsGuest(t *testing.T) {
 		t.Fatalf("g2 table_full %d after 5000 flows into a 200-flow table", n)
 	}
 	t.Logf("g2: %d new flows evicted its oldest; web kept its 10 connections", counter(g2Stats, "counters", "table_full"))
+}
+
+// TestHeapSetSurvivesRestart sets the heap at runtime and restarts fastpathd
+// with the same flags: the runtime size stays, and the start log says which
+// size won and why, with both sizes as integers. Restarted with an edited
+// --heap-max, the flag wins.
+func TestHeapSetSurvivesRestart(t *testing.T) {
+	e := newEnv(t)
+	if out, err := e.cli("heap", "set", "300MiB"); err != nil {
+		t.Fatalf("heap set: %v\n%s", err, out)
+	}
+	restart := func(extra ...string) map[string]any {
+		t.Helper()
+		if err := e.run.Fastpathd.Stop(); err != nil {
+			t.Fatal(err)
+		}
+		if err := e.lab.RestartFastpathd(e.run, e.output, append([]string{"--log-format", "json"}, extra...)...); err != nil {
+			t.Fatal(err)
+		}
+		e.waitUp()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := e.run.Fastpathd.WaitOutput(ctx, `"msg":"heap max chosen"`); err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(e.run.Fastpathd.Output(), "\n") {
+			dec := json.NewDecoder(strings.NewReader(line))
+			dec.UseNumber()
+			var m map[string]any
+			if dec.Decode(&m) == nil && m["msg"] == "heap max chosen" {
+				return m
+			}
+		}
+		t.Fatalf("no heap max line:\n%s", e.run.Fastpathd.Output())
+		return nil
+	}
+	want := func(fields map[string]any, chosen string, flag, saved, max uint64) {
+		t.Helper()
+		if fields["chosen"] != chosen || fields["flag_bytes"] != json.Number(fmt.Sprint(flag)) ||
+			fields["saved_bytes"] != json.Number(fmt.Sprint(saved)) || fields["max_bytes"] != json.Number(fmt.Sprint(max)) {
+			t.Fatalf("start log: %v; want chosen=%s flag_bytes=%d saved_bytes=%d max_bytes=%d", fields, chosen, flag, saved, max)
+		}
+		if r := e.heap(); r.Max != max {
+			t.Fatalf("heap max %d after restart, want %d", r.Max, max)
+		}
+	}
+	want(restart(), "saved", 256<<20, 300<<20, 300<<20)
+	want(restart("--heap-max", "400MiB"), "flag", 400<<20, 300<<20, 400<<20)
 }

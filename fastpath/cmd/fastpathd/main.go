@@ -17,6 +17,8 @@ import (
 	"github.com/palisade/palisade/fastpath/bindserver"
 	"github.com/palisade/palisade/fastpath/channel"
 	"github.com/palisade/palisade/fastpath/control"
+	"github.com/palisade/palisade/fastpath/control/api"
+	"github.com/palisade/palisade/fastpath/control/server"
 	"github.com/palisade/palisade/fastpath/datapath"
 	"github.com/palisade/palisade/fastpath/events"
 	"github.com/palisade/palisade/fastpath/guests"
@@ -198,17 +200,17 @@ func run(o options) error {
 	log.WithFields(logrus.Fields{"version": channel.Current().String(), "revision": channel.ProtocolRevision,
 		"control_socket": o.controlSocket, "pin_dir": o.store.pinDir(), "guests": mgr.Count()}).Info("fastpathd starting")
 
-	api := &control.Server{Guests: mgr, Events: agg, Binding: srv.Status, SetHeap: budget.SetMax, Inspection: inspector.Stats,
-		Heap: func() (heap.Report, error) {
+	ctl := &server.Server{Guests: mgr, Events: agg, Binding: srv.Status, Inspection: inspector.Stats,
+		Heap: func() (api.HeapReport, error) {
 			r := budget.Snapshot()
-			r.Costs = costs
+			r.Costs = api.HeapCosts(costs)
 			var err error
 			r.KernelMeasured, err = dp.KernelMemory()
 			return r, err
 		}}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })
-	g.Go(func() error { return localapi.Serve(gctx, o.controlSocket, api.Handler()) })
+	g.Go(func() error { return localapi.Serve(gctx, o.controlSocket, ctl.Handler()) })
 	g.Go(func() error { return agg.Run(gctx, rd) })
 	g.Go(func() error { mgr.Run(gctx); return nil })
 	g.Go(func() error { return inspector.Run(gctx) })

@@ -1,4 +1,4 @@
-package control
+package server
 
 import (
 	"encoding/json"
@@ -9,39 +9,28 @@ import (
 	"strconv"
 
 	"github.com/palisade/palisade/fastpath/channel"
+	"github.com/palisade/palisade/fastpath/control/api"
 	"github.com/palisade/palisade/fastpath/datapath"
 	"github.com/palisade/palisade/fastpath/events"
 	"github.com/palisade/palisade/fastpath/guests"
 	"github.com/palisade/palisade/fastpath/heap"
 	"github.com/palisade/palisade/fastpath/policy"
-	"github.com/palisade/palisade/fastpath/punt"
 	"github.com/palisade/palisade/hypervisor/localapi"
 )
 
 // maxBody bounds a request: a 16,384-rule policy is a few megabytes.
 const maxBody = 32 << 20
 
-// ActivateRequest protects a guest.
-type ActivateRequest struct {
-	Guest  string          `json:"guest"`
-	VNIC   string          `json:"vnic"`
-	Policy json.RawMessage `json:"policy"`
-}
-
 // Server serves the API.
 type Server struct {
 	Guests  *guests.Manager
 	Events  *events.Aggregator
 	Binding func() channel.BindingStatus
-	Heap    func() (heap.Report, error)
-	SetHeap func(max uint64) error
+	// Heap reports the budget; PUT /v1/heap changes it through Guests,
+	// which keeps the value across restarts.
+	Heap func() (api.HeapReport, error)
 	// Inspection reports the inline inspection path.
-	Inspection func() punt.Stats
-}
-
-// HeapRequest changes the budget.
-type HeapRequest struct {
-	Max string `json:"max"` // "512MiB" or a byte count
+	Inspection func() api.InspectionStats
 }
 
 // Handler returns the API's routes.
@@ -65,7 +54,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("PUT /v1/guests/{id}/policy", s.updatePolicy)
 	mux.HandleFunc("DELETE /v1/guests/{id}", func(w http.ResponseWriter, r *http.Request) {
 		err := s.Guests.Deactivate(r.PathValue("id"))
-		respond(w, http.StatusOK, map[string]string{"deactivated": r.PathValue("id")}, err)
+		respond(w, http.StatusOK, api.Deactivated{Guest: r.PathValue("id")}, err)
 	})
 	mux.HandleFunc("GET /v1/guests/{id}/stats", func(w http.ResponseWriter, r *http.Request) {
 		st, err := s.Guests.Stats(r.PathValue("id"))
@@ -74,12 +63,12 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("GET /v1/guests/{id}/connections", func(w http.ResponseWriter, r *http.Request) {
 		limit, err := intParam(r, "limit", 1000)
 		if err != nil {
-			localapi.WriteError(w, http.StatusBadRequest, "bad_request", err)
+			writeError(w, api.ErrBadRequest, err)
 			return
 		}
 		conns, err := s.Guests.Connections(r.PathValue("id"), limit)
 		if conns == nil {
-			conns = []datapath.Conn{}
+			conns = []api.Conn{}
 		}
 		respond(w, http.StatusOK, conns, err)
 	})
@@ -90,33 +79,16 @@ func (s *Server) Handler() http.Handler {
 		r, err := s.Heap()
 		respond(w, http.StatusOK, r, err)
 	})
-	mux.HandleFunc("PUT /v1/heap", func(w http.ResponseWriter, r *http.Request) {
-		var req HeapRequest
-		if err := readJSON(w, r, &req); err != nil {
-			localapi.WriteError(w, http.StatusBadRequest, "bad_request", err)
-			return
-		}
-		max, err := heap.ParseSize(req.Max)
-		if err != nil {
-			localapi.WriteError(w, http.StatusBadRequest, "bad_request", err)
-			return
-		}
-		if err := s.SetHeap(max); err != nil {
-			respond(w, 0, nil, err)
-			return
-		}
-		rep, err := s.Heap()
-		respond(w, http.StatusOK, rep, err)
-	})
+	mux.HandleFunc("PUT /v1/heap", s.setHeap)
 	mux.HandleFunc("GET /v1/events", func(w http.ResponseWriter, r *http.Request) {
 		limit, err := intParam(r, "limit", 100)
 		if err != nil {
-			localapi.WriteError(w, http.StatusBadRequest, "bad_request", err)
+			writeError(w, api.ErrBadRequest, err)
 			return
 		}
 		recs := s.Events.Recent(r.URL.Query().Get("guest"), limit)
 		if recs == nil {
-			recs = []events.Record{}
+			recs = []api.Event{}
 		}
 		localapi.WriteJSON(w, http.StatusOK, recs)
 	})
@@ -135,10 +107,18 @@ func intParam(r *http.Request, name string, def int) (int, error) {
 	return n, nil
 }
 
-func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
-		return fmt.Errorf("request body: %w", err)
+		return nil, fmt.Errorf("request body: %w", err)
+	}
+	return body, nil
+}
+
+func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	body, err := readBody(w, r)
+	if err != nil {
+		return err
 	}
 	if err := json.Unmarshal(body, v); err != nil {
 		return fmt.Errorf("request body: %w", err)
@@ -147,18 +127,18 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
 }
 
 func (s *Server) activate(w http.ResponseWriter, r *http.Request) {
-	var req ActivateRequest
+	var req api.ActivateRequest
 	if err := readJSON(w, r, &req); err != nil {
-		localapi.WriteError(w, http.StatusBadRequest, "bad_request", err)
+		writeError(w, api.ErrBadRequest, err)
 		return
 	}
 	if req.Guest == "" || req.VNIC == "" || len(req.Policy) == 0 {
-		localapi.WriteError(w, http.StatusBadRequest, "bad_request", errors.New("guest, vnic and policy are required"))
+		writeError(w, api.ErrBadRequest, errors.New("guest, vnic and policy are required"))
 		return
 	}
 	p, err := policy.Parse(req.Policy)
 	if err != nil {
-		localapi.WriteError(w, http.StatusBadRequest, "invalid_policy", err)
+		writeError(w, api.ErrInvalidPolicy, err)
 		return
 	}
 	if err := s.Guests.Activate(req.Guest, req.VNIC, p); err != nil {
@@ -170,14 +150,14 @@ func (s *Server) activate(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) updatePolicy(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	body, err := readBody(w, r)
 	if err != nil {
-		localapi.WriteError(w, http.StatusBadRequest, "bad_request", err)
+		writeError(w, api.ErrBadRequest, err)
 		return
 	}
 	p, err := policy.Parse(body)
 	if err != nil {
-		localapi.WriteError(w, http.StatusBadRequest, "invalid_policy", err)
+		writeError(w, api.ErrInvalidPolicy, err)
 		return
 	}
 	id := r.PathValue("id")
@@ -189,36 +169,64 @@ func (s *Server) updatePolicy(w http.ResponseWriter, r *http.Request) {
 	respond(w, http.StatusOK, st, err)
 }
 
-// respond writes v with status, or err mapped to its status and code.
-func respond(w http.ResponseWriter, status int, v any, err error) {
-	if err == nil {
-		localapi.WriteJSON(w, status, v)
+func (s *Server) setHeap(w http.ResponseWriter, r *http.Request) {
+	var req api.HeapRequest
+	if err := readJSON(w, r, &req); err != nil {
+		writeError(w, api.ErrBadRequest, err)
 		return
 	}
+	max, err := heap.ParseSize(req.Max)
+	if err != nil {
+		writeError(w, api.ErrBadRequest, err)
+		return
+	}
+	if err := s.Guests.SetHeapMax(max); err != nil {
+		respond(w, 0, nil, err)
+		return
+	}
+	rep, err := s.Heap()
+	respond(w, http.StatusOK, rep, err)
+}
+
+// respond writes v with status, or err with its code.
+func respond(w http.ResponseWriter, status int, v any, err error) {
+	if err != nil {
+		writeError(w, codeOf(err), err)
+		return
+	}
+	localapi.WriteJSON(w, status, v)
+}
+
+func writeError(w http.ResponseWriter, code api.Code, err error) {
+	localapi.WriteError(w, code.Status(), string(code), err)
+}
+
+// codeOf maps the daemon's errors to the API's codes: the one place where
+// they meet.
+func codeOf(err error) api.Code {
 	var perr *policy.Error
 	var pool *datapath.PoolFullError
 	var ex *heap.ExhaustedError
 	var below *heap.BelowReservedError
 	switch {
 	case errors.As(err, &ex):
-		localapi.WriteError(w, http.StatusInsufficientStorage, "heap_exhausted", err)
+		return api.ErrHeapExhausted
 	case errors.As(err, &below):
-		localapi.WriteError(w, http.StatusConflict, "heap_below_reserved", err)
+		return api.ErrHeapBelowReserved
 	case errors.As(err, &perr):
-		localapi.WriteError(w, http.StatusBadRequest, "invalid_policy", err)
+		return api.ErrInvalidPolicy
 	case errors.Is(err, guests.ErrNotFound):
-		localapi.WriteError(w, http.StatusNotFound, "guest_not_found", err)
+		return api.ErrGuestNotFound
 	case errors.Is(err, guests.ErrNoVNIC):
-		localapi.WriteError(w, http.StatusNotFound, "vnic_not_found", err)
+		return api.ErrVNICNotFound
 	case errors.Is(err, guests.ErrAlreadyActive):
-		localapi.WriteError(w, http.StatusConflict, "already_protected", err)
+		return api.ErrAlreadyProtected
 	case errors.Is(err, guests.ErrVNICInUse):
-		localapi.WriteError(w, http.StatusConflict, "vnic_in_use", err)
+		return api.ErrVNICInUse
 	case errors.Is(err, guests.ErrNoSlot):
-		localapi.WriteError(w, http.StatusServiceUnavailable, "no_guest_slot", err)
+		return api.ErrNoGuestSlot
 	case errors.As(err, &pool):
-		localapi.WriteError(w, http.StatusInsufficientStorage, "rule_space_full", err)
-	default:
-		localapi.WriteError(w, http.StatusInternalServerError, "internal", err)
+		return api.ErrRuleSpaceFull
 	}
+	return api.ErrInternal
 }
