@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -94,7 +95,7 @@ type Session struct {
 	// atomic, and the real clock's offsets are monotonic (a wall-clock step
 	// neither kills a healthy peer nor spares a dead one).
 	epoch time.Time
-	heard atomic.Int64 // offset when the last frame arrived
+	heard atomic.Int64 // offset when the last frame arrived, or handling
 
 	// Frames to write. One goroutine at a time owns the Writer (writing):
 	// the writer loop, or a Send that finds the session idle and writes its
@@ -132,6 +133,11 @@ func NewSession(c *Conn, cfg SessionConfig) *Session {
 	}
 	return &Session{conn: c, cfg: cfg, done: make(chan struct{}), wake: make(chan struct{}, 1), epoch: cfg.Clock.Now()}
 }
+
+// handling marks heard while Handle runs: the reader is not waiting for the
+// peer then, so a slow handler is not the peer's silence (as a read deadline,
+// set only around the read, never counted it).
+const handling = math.MaxInt64
 
 // now is the time on the session's clock, as an offset from epoch.
 func (s *Session) now() int64 { return int64(s.cfg.Clock.Since(s.epoch)) }
@@ -277,7 +283,12 @@ func (s *Session) watchdog(t clockwork.Timer) {
 			return
 		case <-t.Chan():
 		}
-		silent := s.now() - s.heard.Load()
+		heard := s.heard.Load()
+		if heard == handling {
+			t.Reset(s.cfg.DeadAfter)
+			continue
+		}
+		silent := s.now() - heard
 		if silent >= bound {
 			s.Close(&DeadPeerError{Silent: s.cfg.DeadAfter})
 			return
@@ -338,7 +349,10 @@ func (s *Session) readLoop() {
 			if s.cfg.Handle == nil {
 				continue
 			}
-			if err := s.cfg.Handle(f); err != nil {
+			s.heard.Store(handling)
+			err := s.cfg.Handle(f)
+			s.heard.Store(s.now())
+			if err != nil {
 				s.Close(err)
 				return
 			}

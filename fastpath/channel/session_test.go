@@ -159,6 +159,50 @@ func TestSessionDeclaresSilentPeerDeadExactlyAtDeadAfter(t *testing.T) {
 	}
 }
 
+// TestSessionSlowHandlerIsNotSilence: while Handle runs the reader is not
+// waiting for the peer, so a handler that takes longer than DeadAfter does
+// not make the peer look dead; once it returns, silence counts again and
+// ends the session exactly DeadAfter after the last frame.
+func TestSessionSlowHandlerIsNotSilence(t *testing.T) {
+	clock := clockwork.NewFakeClock()
+	entered, release := make(chan struct{}), make(chan struct{})
+	host, peer := boundPair(t, SessionConfig{Keepalive: time.Hour, DeadAfter: 3 * time.Second, Clock: clock,
+		Handle: func(Frame) error { close(entered); <-release; return nil }})
+	runOnClock(t, host, clock)
+	var once sync.Once
+	let := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(let) // before the session stops: a failed test must not leave Handle blocked
+	ev, _ := AppendEventBatch(nil, nil)
+	if err := peer.W.WriteFrame(TypeEventBatch, ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := peer.W.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	clock.Advance(10 * time.Second)
+	blockUntil(t, clock, 2, host) // the watchdog looked, and waits again
+	if err := host.Err(); err != nil {
+		t.Fatalf("a handler busy for 10 s made the peer look dead: %v", err)
+	}
+	let()
+	sendPing(t, peer, TypePing, 1) // heard at 10 s, after the handler
+	if got := token(t, next(t, peer), TypePong); got != 1 {
+		t.Fatalf("PONG token %d, want 1", got)
+	}
+	clock.Advance(3*time.Second - time.Nanosecond)
+	blockUntil(t, clock, 2, host)
+	if err := host.Err(); err != nil {
+		t.Fatalf("declared dead after 2.999999999 s of silence: %v", err)
+	}
+	clock.Advance(time.Nanosecond)
+	wait.For(t, "the session to end", func() bool { return host.Err() != nil })
+	var dead *DeadPeerError
+	if err := host.Err(); !errors.As(err, &dead) {
+		t.Fatalf("got %v, want a DeadPeerError", err)
+	}
+}
+
 // TestSessionPingsEveryKeepalive: PINGs leave at exactly 1, 2, … 5 s on the
 // session's clock with Keepalive 1 s, none in between, each carrying its
 // tick's time as token.
