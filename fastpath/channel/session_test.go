@@ -146,16 +146,24 @@ func TestSessionDeclaresSilentPeerDeadExactlyAtDeadAfter(t *testing.T) {
 	}
 	// The watchdog wakes at 3 s, its first bound, finds 1 s of silence and
 	// waits for the rest: it must re-arm, not close.
-	clock.Advance(3*time.Second - time.Nanosecond)
-	blockUntil(t, clock, 2, host)
-	if err := host.Err(); err != nil {
-		t.Fatalf("declared dead after 2.999999999 s of silence: %v", err)
+	deadExactlyAfter(t, clock, host, 3*time.Second)
+}
+
+// deadExactlyAfter moves the clock to 1 ns before silence reaches bound,
+// checks that s still runs, then to bound, and checks that s declared its
+// peer dead.
+func deadExactlyAfter(t *testing.T, clock *clockwork.FakeClock, s *Session, bound time.Duration) {
+	t.Helper()
+	clock.Advance(bound - time.Nanosecond)
+	blockUntil(t, clock, 2, s)
+	if err := s.Err(); err != nil {
+		t.Fatalf("declared dead after %s of silence: %v", bound-time.Nanosecond, err)
 	}
 	clock.Advance(time.Nanosecond)
-	wait.For(t, "the session to end", func() bool { return host.Err() != nil })
+	wait.For(t, "the session to end", func() bool { return s.Err() != nil })
 	var dead *DeadPeerError
-	if err := host.Err(); !errors.As(err, &dead) || dead.Silent != 3*time.Second || err.Error() != "peer dead: nothing received for 3s" {
-		t.Fatalf("got %v, want a DeadPeerError after 3s", err)
+	if err := s.Err(); !errors.As(err, &dead) || dead.Silent != bound || err.Error() != "peer dead: nothing received for "+bound.String() {
+		t.Fatalf("got %v, want a DeadPeerError after %s", err, bound)
 	}
 }
 
@@ -190,17 +198,7 @@ func TestSessionSlowHandlerIsNotSilence(t *testing.T) {
 	if got := token(t, next(t, peer), TypePong); got != 1 {
 		t.Fatalf("PONG token %d, want 1", got)
 	}
-	clock.Advance(3*time.Second - time.Nanosecond)
-	blockUntil(t, clock, 2, host)
-	if err := host.Err(); err != nil {
-		t.Fatalf("declared dead after 2.999999999 s of silence: %v", err)
-	}
-	clock.Advance(time.Nanosecond)
-	wait.For(t, "the session to end", func() bool { return host.Err() != nil })
-	var dead *DeadPeerError
-	if err := host.Err(); !errors.As(err, &dead) {
-		t.Fatalf("got %v, want a DeadPeerError", err)
-	}
+	deadExactlyAfter(t, clock, host, 3*time.Second)
 }
 
 // TestSessionPingsEveryKeepalive: PINGs leave at exactly 1, 2, … 5 s on the
