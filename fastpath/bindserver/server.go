@@ -20,8 +20,12 @@ type Config struct {
 	Secret   []byte
 	Endpoint string // as configured, for status
 
+	// Timing's Clock also paces the two warnings below.
 	channel.Timing
 	UnboundWarnEvery time.Duration // default 10s, as the original's "DSVA not bound"
+	// RefusalLogEvery is the interval of the refused-connection summaries
+	// (default 10s): see channel.RefusalLog.
+	RefusalLogEvery time.Duration
 	// DeepInspection lists the engines that live in the slow path and are
 	// offline while none is bound (default ips, wrs).
 	DeepInspection channel.Capabilities
@@ -32,8 +36,9 @@ type Config struct {
 
 // Server accepts slow paths and keeps at most one bound.
 type Server struct {
-	cfg     Config
-	tracker *channel.Tracker
+	cfg      Config
+	tracker  *channel.Tracker
+	refusals *channel.RefusalLog
 
 	mu      sync.Mutex
 	claimed bool // an authenticated slow path holds (or is completing) the binding
@@ -57,10 +62,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.UnboundWarnEvery <= 0 {
 		cfg.UnboundWarnEvery = 10 * time.Second
 	}
+	if cfg.RefusalLogEvery <= 0 {
+		cfg.RefusalLogEvery = 10 * time.Second
+	}
 	if cfg.DeepInspection == 0 {
 		cfg.DeepInspection = channel.CapIPS | channel.CapWRS
 	}
-	s := &Server{cfg: cfg, tracker: channel.NewTracker("fast path", cfg.Endpoint, cfg.Self, channel.StateListening)}
+	s := &Server{cfg: cfg, tracker: channel.NewTracker("fast path", cfg.Endpoint, cfg.Self, channel.StateListening, cfg.Clock),
+		refusals: channel.NewRefusalLog(cfg.Clock, cfg.RefusalLogEvery)}
 	s.sessionID.Store(uint64(time.Now().UnixNano()))
 	return s, nil
 }
@@ -79,8 +88,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		<-ctx.Done()
 		_ = ln.Close()
 	}()
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); s.warnWhileUnbound(ctx) }()
+	go func() { defer wg.Done(); s.refusals.Run(ctx) }()
 
 	s.cfg.Log.WithFields(logrus.Fields{"bind_address": ln.Addr().String(), "version": s.cfg.Self.Version.String(),
 		"revision": s.cfg.Self.Revision}).Info("fast path listening for slow path")
@@ -94,6 +104,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				return fmt.Errorf("accept on %s: %w", ln.Addr(), err)
 			}
 			s.cfg.Log.WithError(err).Warn("accept failed; retrying")
+			// A throttle on a failing accept (out of descriptors), on the
+			// wall clock: nothing waits for it.
 			select {
 			case <-time.After(50 * time.Millisecond):
 			case <-ctx.Done():
@@ -111,8 +123,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 
 func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 	log := s.cfg.Log.WithField("peer", nc.RemoteAddr().String())
-	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
-	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
+	limit := channel.StartLimit(ctx, s.cfg.Clock, s.cfg.HandshakeTimeout, "handshake")
+	limit.Watch(nc)
 	c := channel.NewConn(nc)
 	claimedHere := false
 	res, err := c.Accept(channel.AcceptConfig{
@@ -126,20 +138,17 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 			return nil
 		},
 	})
-	stop()
-	if err != nil {
+	if err = limit.Stop(err); err != nil {
 		if claimedHere {
 			s.unclaim()
 		}
-		s.refuse(log, res, err)
+		s.refuse(nc.RemoteAddr(), res, err)
 		_ = nc.Close()
 		return
 	}
-	_ = nc.SetDeadline(time.Time{})
 
-	var sess *channel.Session
-	sess = channel.NewSession(c, channel.SessionConfig{
-		Role: channel.RoleFastPath, Keepalive: s.cfg.Keepalive, DeadAfter: s.cfg.DeadAfter,
+	sess := channel.NewSession(c, channel.SessionConfig{
+		Role: channel.RoleFastPath, Keepalive: s.cfg.Keepalive, DeadAfter: s.cfg.DeadAfter, Clock: s.cfg.Clock,
 		Handle: s.handleFrame,
 	})
 	s.tracker.Bound(sess, res)
@@ -214,10 +223,12 @@ func (s *Server) unclaim() {
 	s.mu.Unlock()
 }
 
-func (s *Server) refuse(log logrus.FieldLogger, res channel.Result, err error) {
+// refuse counts a refused or failed handshake in the status and logs it
+// through the refusal log, which summarizes repeats per reason and peer.
+func (s *Server) refuse(peer net.Addr, res channel.Result, err error) {
 	var rej *channel.RejectedError
-	key := "error"
-	entry := log.WithField("reason", err.Error())
+	key, msg := "error", "closing connection: handshake failed"
+	entry := s.cfg.Log.WithField("reason", err.Error())
 	if res.Peer.Version != (channel.Version{}) {
 		entry = entry.WithFields(logrus.Fields{"slow_path_version": res.Peer.Version.String(),
 			"fast_path_version": s.cfg.Self.Version.String(), "revision": s.cfg.Self.Revision,
@@ -225,36 +236,47 @@ func (s *Server) refuse(log logrus.FieldLogger, res channel.Result, err error) {
 	}
 	switch {
 	case errors.As(err, &rej) && rej.Local:
-		key = rej.Code.String()
-		entry.Warn("HELLO rejected: " + rej.Code.String())
+		key, msg = rej.Code.String(), "HELLO rejected: "+rej.Code.String()
 	case errors.As(err, &rej):
-		key = "refused by slow path: " + rej.Code.String()
-		entry.Warn("binding refused by slow path: " + rej.Code.String())
-	default:
-		if channel.IsProtocolError(err) {
-			key = "protocol error"
-		}
-		entry.Warn("closing connection: handshake failed")
+		key, msg = "refused by slow path: "+rej.Code.String(), "binding refused by slow path: "+rej.Code.String()
+	case channel.IsProtocolError(err):
+		key = "protocol error"
 	}
 	s.tracker.Refused(key, err)
+	s.refusals.Note(entry, logrus.WarnLevel, msg, peerHost(peer))
 }
 
+// peerHost is a peer's address without its port, which a scanner changes
+// on every connection: "169.254.1.10", or "vm(3)" over AF_VSOCK.
+func peerHost(a net.Addr) string {
+	if host, _, err := net.SplitHostPort(a.String()); err == nil {
+		return host
+	}
+	return a.String()
+}
+
+// warnWhileUnbound warns every UnboundWarnEvery on the clock while no slow
+// path is bound (first at UnboundWarnEvery: a restarted fastpathd does not
+// warn before its appliance had a moment to reconnect).
 func (s *Server) warnWhileUnbound(ctx context.Context) {
-	t := time.NewTicker(s.cfg.UnboundWarnEvery)
+	t := s.cfg.Clock.NewTimer(s.cfg.UnboundWarnEvery)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.Chan():
 		}
 		if since := s.tracker.UnboundSince(); !since.IsZero() {
 			s.cfg.Log.WithFields(logrus.Fields{
 				"engines_offline": s.cfg.DeepInspection.String(),
-				"unbound_for":     time.Since(since).Round(time.Second).String(),
+				"unbound_for":     s.cfg.Clock.Since(since).Round(time.Second).String(),
 				"bind_address":    s.cfg.Endpoint,
 			}).Warn("slow path not bound: deep-inspection engines offline")
 		}
+		// Re-armed once the check is done, so a test's fake clock sees the
+		// timer again exactly when this tick has been handled.
+		t.Reset(s.cfg.UnboundWarnEvery)
 	}
 }
 

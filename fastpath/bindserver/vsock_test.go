@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/palisade/palisade/fastpath/bindserver"
 	"github.com/palisade/palisade/fastpath/channel"
@@ -49,7 +48,7 @@ func TestBindOverVsock(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = client.Run(ctx) }()
-	st := waitState(t, "fast path over vsock", srv.Status, channel.StateBound, 3*time.Second)
+	st := waitState(t, "fast path over vsock", srv.Status, channel.StateBound)
 	if st.PeerVersion != "1.2.3.1" || len(st.Negotiated) != 1 || st.Negotiated[0] != "ips" {
 		t.Fatalf("vsock binding: %+v", st)
 	}

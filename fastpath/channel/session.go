@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // Role is which end of the binding a session is.
@@ -64,6 +67,9 @@ type SessionConfig struct {
 	Role      Role
 	Keepalive time.Duration // how often to PING
 	DeadAfter time.Duration // silence after which the peer is declared dead
+	// Clock measures Keepalive, DeadAfter and the round trip (default the
+	// real clock).
+	Clock clockwork.Clock
 	// Handle receives every PUNT_BATCH, VERDICT_BATCH and EVENT_BATCH frame on
 	// the reader goroutine. The payload is valid only during the call. A
 	// ProtocolError from Handle closes the session with that reason.
@@ -77,13 +83,19 @@ type outFrame struct {
 	p []byte
 }
 
-// Session is a bound connection: a reader that enforces the frame rules and
-// the dead-peer bound, a writer goroutine that coalesces queued frames into
-// few writes, and keepalives.
+// Session is a bound connection: a reader that enforces the frame rules, a
+// watchdog that enforces the dead-peer bound, a writer goroutine that
+// coalesces queued frames into few writes, and keepalives.
 type Session struct {
 	conn *Conn
 	cfg  SessionConfig
 	done chan struct{}
+
+	// Times on cfg.Clock are kept as offsets from epoch: an int64 fits an
+	// atomic, and the real clock's offsets are monotonic (a wall-clock step
+	// neither kills a healthy peer nor spares a dead one).
+	epoch time.Time
+	heard atomic.Int64 // offset when the last frame arrived, or handling
 
 	// Frames to write. One goroutine at a time owns the Writer (writing):
 	// the writer loop, or a Send that finds the session idle and writes its
@@ -102,7 +114,7 @@ type Session struct {
 	framesIn   atomic.Uint64
 	framesOut  atomic.Uint64
 	writeCalls atomic.Uint64
-	pingSent   atomic.Int64 // unix nanos of the outstanding ping
+	pingSent   atomic.Int64 // offset of the outstanding ping's tick, also its token
 }
 
 // NewSession starts nothing; Run does.
@@ -116,8 +128,19 @@ func NewSession(c *Conn, cfg SessionConfig) *Session {
 	if cfg.DeadAfter <= 0 {
 		cfg.DeadAfter = DefaultDeadAfter
 	}
-	return &Session{conn: c, cfg: cfg, done: make(chan struct{}), wake: make(chan struct{}, 1)}
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	return &Session{conn: c, cfg: cfg, done: make(chan struct{}), wake: make(chan struct{}, 1), epoch: cfg.Clock.Now()}
 }
+
+// handling marks heard while Handle runs: the reader is not waiting for the
+// peer then, so a slow handler is not the peer's silence (as a read deadline,
+// set only around the read, never counted it).
+const handling = math.MaxInt64
+
+// now is the time on the session's clock, as an offset from epoch.
+func (s *Session) now() int64 { return int64(s.cfg.Clock.Since(s.epoch)) }
 
 // directWriteGap is how long the session must have been quiet for Send to
 // write a frame itself: a lone frame (a verdict, a small punt batch) leaves
@@ -184,7 +207,9 @@ func (s *Session) release() {
 // buffer permitting), under the dead-peer bound.
 func (s *Session) writeBatch(frames []outFrame) error {
 	// The deadline comes first: whatever does not fit the Writer's buffer
-	// goes straight to the connection while the frames are written.
+	// goes straight to the connection while the frames are written. It is a
+	// socket deadline, on the wall clock: only the kernel can end a write
+	// that a peer, no longer reading, blocks.
 	_ = s.conn.SetWriteDeadline(time.Now().Add(s.cfg.DeadAfter))
 	w := s.conn.W
 	for _, f := range frames {
@@ -231,12 +256,45 @@ func (s *Session) Close(reason error) {
 // Run serves the session until the peer goes away, breaks the protocol, falls
 // silent, or ctx ends (then a GOODBYE is sent). It returns why it ended.
 func (s *Session) Run(ctx context.Context) error {
+	s.heard.Store(s.now()) // the handshake was the last thing heard
+	// Both timers exist before Run's goroutines start, so a test's fake
+	// clock sees them as soon as the session is running.
+	dead := s.cfg.Clock.NewTimer(s.cfg.DeadAfter)
+	ping := s.cfg.Clock.NewTicker(s.cfg.Keepalive)
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.readLoop() }()
-	go func() { defer wg.Done(); s.writeLoop(ctx) }()
+	go func() { defer wg.Done(); s.writeLoop(ctx, ping) }()
+	go func() { defer wg.Done(); s.watchdog(dead) }()
 	wg.Wait()
 	return s.Err()
+}
+
+// watchdog declares the peer dead once DeadAfter has passed on the clock
+// since the last frame arrived, and closes the connection, which is what
+// ends the reader's blocked read. The decision is the clock's: the reader
+// sets no read deadline.
+func (s *Session) watchdog(t clockwork.Timer) {
+	defer t.Stop()
+	bound := int64(s.cfg.DeadAfter)
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.Chan():
+		}
+		heard := s.heard.Load()
+		if heard == handling {
+			t.Reset(s.cfg.DeadAfter)
+			continue
+		}
+		silent := s.now() - heard
+		if silent >= bound {
+			s.Close(&DeadPeerError{Silent: s.cfg.DeadAfter})
+			return
+		}
+		t.Reset(time.Duration(bound - silent))
+	}
 }
 
 // Conn is the underlying connection (addresses, for status and logs).
@@ -244,19 +302,15 @@ func (s *Session) Conn() *Conn { return s.conn }
 
 func (s *Session) readLoop() {
 	for {
-		_ = s.conn.SetReadDeadline(time.Now().Add(s.cfg.DeadAfter))
 		f, err := s.conn.R.ReadFrame()
 		if err != nil {
-			var ne interface{ Timeout() bool }
-			switch {
-			case errors.As(err, &ne) && ne.Timeout():
-				err = &DeadPeerError{Silent: s.cfg.DeadAfter}
-			case errors.Is(err, io.EOF):
+			if errors.Is(err, io.EOF) {
 				err = errors.New("peer closed the connection")
 			}
-			s.Close(err)
+			s.Close(err) // a dead peer's reason, closing first, stands
 			return
 		}
+		s.heard.Store(s.now())
 		s.framesIn.Add(1)
 		if !s.cfg.Role.peerMay(f.Type) {
 			s.Close(protoErr("out-of-order frame: %s after binding", f.Type))
@@ -281,7 +335,7 @@ func (s *Session) readLoop() {
 				return
 			}
 			if sent := s.pingSent.Load(); sent != 0 && uint64(sent) == pong.Token {
-				s.rttNanos.Store(time.Now().UnixNano() - sent)
+				s.rttNanos.Store(s.now() - sent)
 			}
 		case TypeGoodbye:
 			bye, err := UnmarshalReject(f.Payload)
@@ -295,7 +349,10 @@ func (s *Session) readLoop() {
 			if s.cfg.Handle == nil {
 				continue
 			}
-			if err := s.cfg.Handle(f); err != nil {
+			s.heard.Store(handling)
+			err := s.cfg.Handle(f)
+			s.heard.Store(s.now())
+			if err != nil {
 				s.Close(err)
 				return
 			}
@@ -306,8 +363,7 @@ func (s *Session) readLoop() {
 // writeLoop writes what Send queued, draining the whole queue into one
 // buffer so a burst of frames costs one write system call, and sends the
 // keepalives.
-func (s *Session) writeLoop(ctx context.Context) {
-	ping := time.NewTicker(s.cfg.Keepalive)
+func (s *Session) writeLoop(ctx context.Context, ping clockwork.Ticker) {
 	defer ping.Stop()
 	for {
 		select {
@@ -317,10 +373,12 @@ func (s *Session) writeLoop(ctx context.Context) {
 			s.goodbye()
 			s.Close(fmt.Errorf("local shutdown: %w", ctx.Err()))
 			return
-		case <-ping.C:
-			now := time.Now().UnixNano()
-			s.pingSent.Store(now)
-			p, _ := Ping{Token: uint64(now)}.Marshal()
+		case tick := <-ping.Chan():
+			// The token is the tick's own time: unique per ping, and on a
+			// fake clock exactly k×Keepalive, whenever this loop wakes.
+			at := int64(tick.Sub(s.epoch))
+			s.pingSent.Store(at)
+			p, _ := Ping{Token: uint64(at)}.Marshal()
 			if err := s.Send(TypePing, p); err != nil && !errors.Is(err, ErrSessionClosed) {
 				s.Close(fmt.Errorf("keepalive: %w", err))
 				return

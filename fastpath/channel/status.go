@@ -8,6 +8,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // Binding states as status reports them.
@@ -119,6 +121,7 @@ func list(v []string) string {
 // BindingStatus. It is safe for concurrent use.
 type Tracker struct {
 	mu         sync.Mutex
+	clock      clockwork.Clock
 	role       string
 	endpoint   string
 	self       Identity
@@ -134,10 +137,11 @@ type Tracker struct {
 	lastErrAt  time.Time
 }
 
-// NewTracker starts tracking in the given state.
-func NewTracker(role, endpoint string, self Identity, state string) *Tracker {
-	now := time.Now()
-	return &Tracker{role: role, endpoint: endpoint, self: self, started: now, unbound: now, state: state,
+// NewTracker starts tracking in the given state; every time it records is
+// read from clock.
+func NewTracker(role, endpoint string, self Identity, state string, clock clockwork.Clock) *Tracker {
+	now := clock.Now()
+	return &Tracker{clock: clock, role: role, endpoint: endpoint, self: self, started: now, unbound: now, state: state,
 		refused: map[string]uint64{}}
 }
 
@@ -152,7 +156,7 @@ func (t *Tracker) SetState(s string) {
 func (t *Tracker) Bound(s *Session, r Result) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.session, t.result, t.boundSince, t.state = s, r, time.Now(), StateBound
+	t.session, t.result, t.boundSince, t.state = s, r, t.clock.Now(), StateBound
 	t.bindings++
 	return t.bindings
 }
@@ -164,9 +168,9 @@ func (t *Tracker) Unbound(s *Session, reason error, next string) {
 	if t.session != s {
 		return
 	}
-	t.session, t.unbound, t.state = nil, time.Now(), next
+	t.session, t.unbound, t.state = nil, t.clock.Now(), next
 	if reason != nil {
-		t.lastErr, t.lastErrAt = reason.Error(), time.Now()
+		t.lastErr, t.lastErrAt = reason.Error(), t.unbound
 	}
 }
 
@@ -175,14 +179,14 @@ func (t *Tracker) Refused(key string, err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.refused[key]++
-	t.lastErr, t.lastErrAt = err.Error(), time.Now()
+	t.lastErr, t.lastErrAt = err.Error(), t.clock.Now()
 }
 
 // Failed records an error that is not a refusal (a failed dial, say).
 func (t *Tracker) Failed(err error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.lastErr, t.lastErrAt = err.Error(), time.Now()
+	t.lastErr, t.lastErrAt = err.Error(), t.clock.Now()
 }
 
 // Session is the bound session, or nil.

@@ -3,6 +3,8 @@ package channel
 import (
 	"fmt"
 	"time"
+
+	"github.com/jonboulle/clockwork"
 )
 
 // Defaults of the binding's liveness bounds.
@@ -16,7 +18,10 @@ const (
 type Timing struct {
 	Keepalive        time.Duration // how often to PING (default 1s)
 	DeadAfter        time.Duration // silence after which the peer is dead (default 3s)
-	HandshakeTimeout time.Duration // time allowed to connect and handshake (default 5s)
+	HandshakeTimeout time.Duration // time allowed to connect, and then to handshake (default 5s)
+	// Clock is what every bound above is measured on (default the real
+	// clock); tests inject a fake one to step through exact sequences.
+	Clock clockwork.Clock
 }
 
 // WithDefaults fills zero fields and checks that a healthy peer, pinging every
@@ -30,6 +35,9 @@ func (t Timing) WithDefaults() (Timing, error) {
 	}
 	if t.HandshakeTimeout <= 0 {
 		t.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if t.Clock == nil {
+		t.Clock = clockwork.NewRealClock()
 	}
 	if t.DeadAfter <= t.Keepalive {
 		return t, fmt.Errorf("dead-after %s must exceed keepalive %s", t.DeadAfter, t.Keepalive)

@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/sirupsen/logrus"
@@ -23,9 +25,16 @@ type Config struct {
 	// heals the binding without a restart.
 	Secret func() ([]byte, error)
 
+	// Timing's Clock also paces the backoff and the refusal summaries.
 	channel.Timing
 	BackoffMin time.Duration // default 100ms
 	BackoffMax time.Duration // default 5s
+	// Jitter returns numbers uniform in [0, 1) that spread each backoff by
+	// ±20% (default math/rand/v2's Float64).
+	Jitter func() float64
+	// RefusalLogEvery is the interval of the refusal summaries (default
+	// 10s): see channel.RefusalLog.
+	RefusalLogEvery time.Duration
 
 	Log     logrus.FieldLogger
 	Handler channel.Handler
@@ -33,8 +42,9 @@ type Config struct {
 
 // Client keeps a slow path bound to one fast path.
 type Client struct {
-	cfg     Config
-	tracker *channel.Tracker
+	cfg      Config
+	tracker  *channel.Tracker
+	refusals *channel.RefusalLog
 }
 
 // New checks cfg and applies defaults.
@@ -55,12 +65,23 @@ func New(cfg Config) (*Client, error) {
 	if cfg.BackoffMax < cfg.BackoffMin {
 		cfg.BackoffMax = 5 * time.Second
 	}
-	return &Client{cfg: cfg, tracker: channel.NewTracker("slow path", cfg.Endpoint, cfg.Self, channel.StateConnecting)}, nil
+	if cfg.Jitter == nil {
+		cfg.Jitter = rand.Float64
+	}
+	if cfg.RefusalLogEvery <= 0 {
+		cfg.RefusalLogEvery = 10 * time.Second
+	}
+	return &Client{cfg: cfg, tracker: channel.NewTracker("slow path", cfg.Endpoint, cfg.Self, channel.StateConnecting, cfg.Clock),
+		refusals: channel.NewRefusalLog(cfg.Clock, cfg.RefusalLogEvery)}, nil
 }
 
 // Run binds, serves, and rebinds until ctx ends. The first attempt is
 // immediate, so a restarted slow path binds as soon as the fast path answers.
 func (c *Client) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Add(1)
+	go func() { defer wg.Done(); c.refusals.Run(ctx) }()
 	backoff := c.cfg.BackoffMin
 	failures := 0
 	for {
@@ -80,24 +101,40 @@ func (c *Client) Run(ctx context.Context) error {
 					WithError(err).Warn("cannot reach fast path; retrying with backoff")
 			}
 		}
-		wait := jitter(backoff)
+		wait := jittered(backoff, c.cfg.Jitter())
 		c.tracker.SetState(channel.StateBackoff)
 		c.cfg.Log.WithFields(logrus.Fields{"fast_path": c.cfg.Endpoint, "retry_in": wait.Round(time.Millisecond).String()}).
 			Debug("reconnecting to fast path")
-		select {
-		case <-time.After(wait):
-		case <-ctx.Done():
+		if !c.sleep(ctx, wait) {
 			c.tracker.SetState(channel.StateStopped)
 			return nil
 		}
-		backoff = min(2*backoff, c.cfg.BackoffMax)
+		backoff = nextBackoff(backoff, c.cfg.BackoffMax)
 	}
 }
 
-// jitter spreads retries by ±20% so appliances restarted together do not
-// reconnect in lockstep.
-func jitter(d time.Duration) time.Duration {
-	return time.Duration(float64(d) * (0.8 + 0.4*rand.Float64()))
+// sleep waits d on the clock; false if ctx ended first.
+func (c *Client) sleep(ctx context.Context, d time.Duration) bool {
+	t := c.cfg.Clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.Chan():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// nextBackoff is the backoff after one more failed attempt: doubled, and
+// never more than max.
+func nextBackoff(backoff, max time.Duration) time.Duration {
+	return min(2*backoff, max)
+}
+
+// jittered spreads backoff by ±20% for u uniform in [0, 1), so appliances
+// restarted together do not reconnect in lockstep.
+func jittered(backoff time.Duration, u float64) time.Duration {
+	return time.Duration(math.Round(float64(backoff) * (0.8 + 0.4*u)))
 }
 
 // attempt makes one connection and serves it; bound reports whether the
@@ -106,29 +143,29 @@ func (c *Client) attempt(ctx context.Context) (bound bool, err error) {
 	c.tracker.SetState(channel.StateConnecting)
 	secret, err := c.cfg.Secret()
 	if err != nil {
-		c.cfg.Log.WithError(err).Error("cannot read the binding secret")
+		c.refusals.Note(c.cfg.Log.WithError(err), logrus.ErrorLevel, "cannot read the binding secret", c.cfg.Endpoint)
 		return false, err
 	}
-	dctx, cancel := context.WithTimeout(ctx, c.cfg.HandshakeTimeout)
-	nc, err := c.cfg.Dial(dctx)
-	cancel()
-	if err != nil {
+	dial := channel.StartLimit(ctx, c.cfg.Clock, c.cfg.HandshakeTimeout, "connect")
+	nc, err := c.cfg.Dial(dial.Context())
+	if err = dial.Stop(err); err != nil {
+		if nc != nil {
+			_ = nc.Close()
+		}
 		return false, err
 	}
 	log := c.cfg.Log.WithFields(logrus.Fields{"fast_path": nc.RemoteAddr().String(), "local": nc.LocalAddr().String()})
-	stop := context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Now()) })
-	_ = nc.SetDeadline(time.Now().Add(c.cfg.HandshakeTimeout))
+	handshake := channel.StartLimit(ctx, c.cfg.Clock, c.cfg.HandshakeTimeout, "handshake")
+	handshake.Watch(nc)
 	conn := channel.NewConn(nc)
 	res, err := conn.Offer(channel.OfferConfig{Self: c.cfg.Self, Secret: secret})
-	stop()
-	if err != nil {
+	if err = handshake.Stop(err); err != nil {
 		_ = nc.Close()
 		c.logRefusal(log, res, err)
 		return false, err
 	}
-	_ = nc.SetDeadline(time.Time{})
 	sess := channel.NewSession(conn, channel.SessionConfig{
-		Role: channel.RoleSlowPath, Keepalive: c.cfg.Keepalive, DeadAfter: c.cfg.DeadAfter,
+		Role: channel.RoleSlowPath, Keepalive: c.cfg.Keepalive, DeadAfter: c.cfg.DeadAfter, Clock: c.cfg.Clock,
 		Handle: c.handleFrame,
 	})
 	if n := c.tracker.Bound(sess, res); n > 1 {
@@ -158,7 +195,10 @@ func (c *Client) handleFrame(f channel.Frame) error {
 	return nil
 }
 
-func (c *Client) logRefusal(log logrus.FieldLogger, res channel.Result, err error) {
+// logRefusal counts a failed handshake in the status and logs it through the
+// refusal log: a refused appliance retries every few seconds, and one line
+// per interval says as much as one per retry.
+func (c *Client) logRefusal(log *logrus.Entry, res channel.Result, err error) {
 	var rej *channel.RejectedError
 	entry := log.WithField("reason", err.Error())
 	if res.Peer.Version != (channel.Version{}) || errors.As(err, &rej) {
@@ -168,18 +208,15 @@ func (c *Client) logRefusal(log logrus.FieldLogger, res channel.Result, err erro
 			entry = entry.WithField("fast_path_version", res.Peer.Version.String())
 		}
 	}
-	key := "error"
+	key, level, msg := "error", logrus.WarnLevel, "cannot bind to fast path"
 	switch {
 	case errors.As(err, &rej) && rej.Local:
-		key = rej.Code.String()
-		entry.Error("fast path refused by slow path: " + rej.Code.String())
+		key, level, msg = rej.Code.String(), logrus.ErrorLevel, "fast path refused by slow path: "+rej.Code.String()
 	case errors.As(err, &rej):
-		key = rej.Code.String()
-		entry.Error("binding rejected by fast path: " + rej.Code.String())
-	default:
-		entry.Warn("cannot bind to fast path")
+		key, level, msg = rej.Code.String(), logrus.ErrorLevel, "binding rejected by fast path: "+rej.Code.String()
 	}
 	c.tracker.Refused(key, err)
+	c.refusals.Note(entry, level, msg, c.cfg.Endpoint)
 }
 
 // Session is the bound session, or nil.
