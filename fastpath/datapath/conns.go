@@ -8,17 +8,25 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 )
 
 func numCPU() int { return ebpf.MustPossibleCPU() }
 
-// TCP states as the datapath names them.
-var tcpStateNames = map[uint8]string{
-	0: "NONE", 1: "SYN_SENT", 2: "SYN_RECV", 3: "ESTABLISHED", 4: "FIN_WAIT",
-	5: "CLOSE_WAIT", 6: "TIME_WAIT", 7: "CLOSED",
+// TCP states as the datapath names them (enum tcp_state, less its TCP_).
+var tcpStateNames = map[dpTcpState]string{
+	dpTcpStateTCP_NONE: "NONE", dpTcpStateTCP_SYN_SENT: "SYN_SENT", dpTcpStateTCP_SYN_RECV: "SYN_RECV",
+	dpTcpStateTCP_ESTABLISHED: "ESTABLISHED", dpTcpStateTCP_FIN_WAIT: "FIN_WAIT",
+	dpTcpStateTCP_CLOSE_WAIT: "CLOSE_WAIT", dpTcpStateTCP_TIME_WAIT: "TIME_WAIT", dpTcpStateTCP_CLOSED: "CLOSED",
 }
 
-var verdictNames = map[uint8]string{0: "pass", 1: "punt", 2: "offload", 3: "block"}
+// Pseudo-connection states (UDP, ICMP echo, other protocols).
+var pseudoStateNames = map[dpPseudoState]string{dpPseudoStatePSEUDO_NEW: "NEW", dpPseudoStatePSEUDO_REPLIED: "REPLIED"}
+
+// Flow verdicts (enum flow_verdict, less its FV_, in lower case).
+var verdictNames = map[dpFlowVerdict]string{
+	dpFlowVerdictFV_PASS: "pass", dpFlowVerdictFV_PUNT: "punt", dpFlowVerdictFV_OFFLOAD: "offload", dpFlowVerdictFV_BLOCK: "block",
+}
 
 // Conn is one tracked connection, oriented by the guest.
 type Conn struct {
@@ -55,16 +63,16 @@ func connOf(k dpConnKey, v dpConnVal) Conn {
 	c := Conn{
 		Proto: k.Proto, GuestAddr: addrOf(k.Family, k.GuestAddr), GuestPort: k.GuestPort,
 		RemoteAddr: addrOf(k.Family, k.RemoteAddr), RemotePort: k.RemotePort,
-		FromGuest: v.Initiator == 0, Verdict: verdictNames[v.Verdict], RuleID: v.RuleId, PolicyID: v.PolicyId,
-		FlowID: v.FlowId, ForceAllow: v.Flags&1 != 0, PickedUp: v.Flags&8 != 0,
-		Packets: v.Packets, Bytes: v.Bytes, LastSeen: time.Duration(v.LastSeenNs),
+		FromGuest: dpInitiator(v.Initiator) == dpInitiatorINIT_GUEST, Verdict: verdictNames[dpFlowVerdict(v.Verdict)],
+		RuleID: v.RuleId, PolicyID: v.PolicyId, FlowID: v.FlowId,
+		ForceAllow: dpConnFlags(v.Flags)&dpConnFlagsCONN_FORCE_ALLOW != 0,
+		PickedUp:   dpConnFlags(v.Flags)&dpConnFlagsCONN_PICKED_UP != 0,
+		Packets:    v.Packets, Bytes: v.Bytes, LastSeen: time.Duration(v.LastSeenNs),
 	}
-	if k.Proto == 6 {
-		c.State = tcpStateNames[v.State]
-	} else if v.State == 1 {
-		c.State = "REPLIED"
+	if k.Proto == unix.IPPROTO_TCP {
+		c.State = tcpStateNames[dpTcpState(v.State)]
 	} else {
-		c.State = "NEW"
+		c.State = pseudoStateNames[dpPseudoState(v.State)]
 	}
 	return c
 }

@@ -193,14 +193,28 @@ struct btf_anchor {
 	struct conn_key conn_key;
 	struct conn_val conn_val;
 	struct event event;
+	struct punt_meta punt_meta;
+	enum limits limits;
+	enum tcx_verdict tcx_verdict;
+	enum direction direction;
+	enum guest_mode guest_mode;
+	enum rule_action rule_action;
+	enum invalid_policy invalid_policy;
+	enum frag_policy frag_policy;
+	enum guest_flags guest_flags;
+	enum timeout_index timeout_index;
+	enum tcp_state tcp_state;
+	enum pseudo_state pseudo_state;
+	enum flow_verdict flow_verdict;
+	enum conn_flags conn_flags;
+	enum initiator initiator;
 	enum counter counter;
 	enum drop_reason drop_reason;
 	enum event_kind event_kind;
-	enum tcp_state tcp_state;
-	enum flow_verdict flow_verdict;
-	enum rule_action rule_action;
-	enum timeout_index timeout_index;
-	struct punt_meta punt_meta;
+	enum punt_magic punt_magic;
+	enum punt_flags punt_flags;
+	enum punt_marks punt_marks;
+	enum back_mark back_mark;
 };
 const volatile struct btf_anchor btf_anchor = {};
 
@@ -945,9 +959,6 @@ static __always_inline int conn_insert(void *table, struct conn_key *k, struct c
 
 #define PUNT_HELD 1
 #define PUNT_COPY 2
-#ifndef TC_ACT_REDIRECT
-#define TC_ACT_REDIRECT 7
-#endif
 
 /* punt_ready says a slow path can be asked: fastpathd is alive (its
  * heartbeat is recent) and a slow path that inspects is bound. Without
@@ -982,7 +993,7 @@ static __noinline long punt(struct __sk_buff *skb, struct scratch *sc, struct gu
 	__u64 seq = sc->punt_seq++;
 	m->packet_id = ((__u64)bpf_get_smp_processor_id() << 56) | (seq & 0x00ffffffffffffffULL);
 	__builtin_memcpy(&m->key, k, sizeof(*k));
-	sc->meta_tag = MARK_PUNT_TAG | (seq & 0x0fffffff);
+	sc->meta_tag = MARK_PUNT_TAG | (seq & MARK_PUNT_SEQ);
 	if (flags & META_TAP) {
 		__u32 mark = skb->mark;
 		skb->mark = sc->meta_tag;
@@ -1419,7 +1430,7 @@ out:
 				__sync_fetch_and_add(&held->punted, 1);
 			sc->meta.flow_id = flow_id;
 			long r = punt(skb, sc, cfg, dir, &k);
-			if (r == TC_ACT_REDIRECT) {
+			if (r == TCX_REDIRECT) {
 				count(gc, C_PUNTED, 1);
 				redirected = 1; /* held: the slow path decides */
 			} else {
@@ -1445,7 +1456,7 @@ out:
 		bpf_map_update_elem(&frags, fk, &fv, BPF_ANY);
 	}
 	if (redirected)
-		return TC_ACT_REDIRECT;
+		return TCX_REDIRECT;
 	if (d.pass) {
 		count(gc, C_PASSED, 1);
 		return TCX_NEXT;
@@ -1470,7 +1481,7 @@ int punt_out(struct __sk_buff *skb)
 {
 	__u32 zero = 0;
 	struct scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
-	if (!sc || skb->mark != sc->meta_tag || (skb->mark & 0xf0000000) != MARK_PUNT_TAG)
+	if (!sc || skb->mark != sc->meta_tag || (skb->mark & MARK_PUNT_TAG_MASK) != MARK_PUNT_TAG)
 		return TCX_DROP;
 	skb->mark = 0;
 	if (bpf_skb_change_head(skb, sizeof(struct punt_meta), 0))
