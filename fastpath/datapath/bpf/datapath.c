@@ -5,7 +5,15 @@
  * protected vNIC. Per packet: parse, find the guest's connection, and either
  * apply the connection's cached verdict or classify the new flow against the
  * guest's rules (per-field LPM lookups intersecting sparse rule bitmaps, so
- * the cost follows the most selective field rather than the rule count). */
+ * the cost follows the most selective field rather than the rule count).
+ *
+ * This file holds the entry points and process(), a packet's way through
+ * them in named phases; each concern they use is a header of lib/, all
+ * compiled as this one unit: proto (wire numbers), maps, parse, scratch
+ * (per-CPU working memory), events (counters and the ring buffer),
+ * classify, decision (rules, default and invalid-packet policy),
+ * conntrack, fragments, punt (deep inspection). datapath.h is the contract
+ * with the Go side, which bpf2go generates its types and constants from. */
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -28,6 +36,7 @@
 #include "lib/decision.h"
 #include "lib/conntrack.h"
 #include "lib/punt.h"
+#include "lib/fragments.h"
 
 char LICENSE[] SEC("license") = "Dual MIT/GPL";
 
@@ -64,8 +73,362 @@ struct btf_anchor {
 };
 const volatile struct btf_anchor btf_anchor = {};
 
-/* A first fragment's verdict is kept this long for its later fragments. */
-#define FRAG_LIFETIME_NS (30 * NSEC_PER_SEC)
+/* ---- a packet's way: process() and its phases ----------------------------
+ *
+ * l2_and_fragments -> established_flow -> admit_new_flow -> conclude: each
+ * phase either decides the packet (PHASE_DECIDED: the next ones are skipped,
+ * up to conclude) or hands it on. What they decide travels in a struct
+ * decision; what they learn about the packet and its flow in a struct
+ * judgement. (The two and the conn_key live apart on the stack: a struct
+ * whose address reaches a helper or a call stays whole in memory, and
+ * classification's frames leave the program little of its 512 bytes.) */
+
+enum phase {
+	PHASE_DECIDED = 0,
+	PHASE_NEXT = 1,
+};
+
+struct judgement {
+	struct __sk_buff *skb;
+	struct guest_cfg *cfg;
+	struct guest_counters *gc;
+	struct scratch *sc;
+	struct pkt *p; /* &sc->pkt: the parsed packet */
+	__u64 now;
+	int dir;
+	int from_guest;
+	/* The flow, once established_flow has looked it up. */
+	struct conn_key *k;
+	void *table;           /* the guest's table for the packet's protocol */
+	struct conn_val *v;    /* the flow's entry: established, or a tuple reused */
+	struct conn_val *held; /* the entry a held packet is counted on */
+	__u64 flow_id;
+	int tcp;
+	int echo, echo_request; /* ICMP echo: tracked by its identifier */
+};
+
+/* l2_and_fragments: what is not IP, is malformed, is neighbour discovery
+ * or is a fragment the fragment policy decides, is decided here. */
+static __always_inline enum phase l2_and_fragments(struct judgement *j, struct decision *d)
+{
+	struct guest_cfg *cfg = j->cfg;
+	switch (parse(j->skb, j->p)) {
+	case L2_ARP:
+		if (!(cfg->flags & CFG_PASS_ARP))
+			drop_with(d, DR_ARP, EV_DROP);
+		return PHASE_DECIDED;
+	case L2_NON_IP:
+		if (!(cfg->flags & CFG_PASS_NON_IP))
+			drop_with(d, DR_NON_IP, EV_DROP);
+		return PHASE_DECIDED;
+	case L2_MALFORMED:
+		/* Cut short, or more IPv6 extension headers than we follow: its
+		 * ports (or protocol) are unknown, so if the invalid-packet
+		 * policy lets it through, the policy's default decides. */
+		if (!invalid(cfg, j->gc, j->p, j->dir, d, DR_MALFORMED, 0))
+			decide_default(cfg, d);
+		return PHASE_DECIDED;
+	}
+	if ((cfg->flags & CFG_PASS_ND) && is_nd(j->p))
+		return PHASE_DECIDED;
+	if (frag_check(cfg, j->gc, j->p, &j->sc->fk, d, j->now))
+		return PHASE_DECIDED;
+	return PHASE_NEXT;
+}
+
+/* flow_lookup finds the packet's flow in the guest's tables, forgetting one
+ * idle beyond its timeout. ICMP other than echo has none: an error about a
+ * tracked flow passes, the rest is judged by the rules without state. */
+static __always_inline enum phase flow_lookup(struct judgement *j, struct decision *d)
+{
+	struct pkt *p = j->p;
+	__u32 slot = j->cfg->slot;
+	void *tcp_table = bpf_map_lookup_elem(&conn_tcp, &slot);
+	void *other_table = bpf_map_lookup_elem(&conn_other, &slot);
+	if (!tcp_table || !other_table) {
+		/* Activation installs the tables before the vNIC entry, so this
+		 * is a bug, not a state: fail closed and say so. */
+		drop_with(d, DR_INVALID_STATE, EV_INVALID);
+		return PHASE_DECIDED;
+	}
+	j->tcp = p->proto == IPPROTO_TCP;
+	j->echo = is_icmp_echo(p, &j->echo_request);
+	if (is_icmp_proto(p->proto) && !j->echo) {
+		if (is_icmp_error(p) && related_lookup(j->skb, p, j->dir, tcp_table, other_table))
+			count(j->gc, C_RELATED, 1);
+		else
+			decide_by_rules(j->cfg, p, j->dir, d);
+		return PHASE_DECIDED;
+	}
+	conn_key_of(p, j->dir, j->k);
+	if (j->echo) {
+		j->k->guest_port = p->icmp_id;
+		j->k->remote_port = 0;
+	}
+	j->table = j->tcp ? tcp_table : other_table;
+	struct conn_val *v = bpf_map_lookup_elem(j->table, j->k);
+	if (v && v->last_seen_ns + (__u64)timeout_for(j->cfg, v, p->proto) * NSEC_PER_SEC < j->now) {
+		bpf_map_delete_elem(j->table, j->k); /* idle too long: forget it */
+		v = NULL;
+	}
+	j->v = v;
+	return PHASE_NEXT;
+}
+
+/* readmit judges an established flow again, once, as its initiator opened
+ * it, after the guest's policy changed. PHASE_DECIDED: the new policy
+ * denies or bypasses it, and its entry is gone. */
+static __always_inline enum phase readmit(struct judgement *j, struct decision *d, struct conn_val *v, int from_init)
+{
+	struct guest_cfg *cfg = j->cfg;
+	count(j->gc, C_RECLASSIFIED, 1);
+	struct pkt *q = &j->sc->alt;
+	*q = *j->p;
+	int qdir = j->dir;
+	if (!from_init)
+		reverse(q, &qdir);
+	decide_by_rules(cfg, q, qdir, d);
+	if (!d->pass) {
+		bpf_map_delete_elem(j->table, j->k);
+		return PHASE_DECIDED;
+	}
+	if (d->action == ACT_BYPASS) {
+		bpf_map_delete_elem(j->table, j->k);
+		count(j->gc, C_BYPASSED, 1);
+		return PHASE_DECIDED;
+	}
+	v->policy_id = cfg->policy_id;
+	v->rule_id = d->rule_id;
+	v->flags = (v->flags & ~CONN_FORCE_ALLOW) | (d->action == ACT_FORCE_ALLOW ? CONN_FORCE_ALLOW : 0);
+	if (v->verdict == FV_PASS || v->verdict == FV_PUNT)
+		v->verdict = (cfg->flags & CFG_INSPECT) ? FV_PUNT : FV_PASS;
+	d->log_rule = -1; /* the flow's admission is not news */
+	return PHASE_NEXT;
+}
+
+/* flow_hit gives a packet of an established flow the flow's verdict. */
+static __always_inline void flow_hit(struct judgement *j, struct decision *d, struct conn_val *v)
+{
+	struct guest_cfg *cfg = j->cfg;
+	v->last_seen_ns = j->now;
+	__sync_fetch_and_add(&v->packets[j->dir & 1], 1);
+	__sync_fetch_and_add(&v->bytes[j->dir & 1], j->skb->len);
+	count(j->gc, C_ESTABLISHED_HITS, 1);
+	if (v->verdict == FV_PUNT)
+		apply_decision(cfg, v);
+	if (v->verdict == FV_BLOCK) {
+		d->pass = 0;
+		d->reason = DR_FLOW_BLOCKED;
+	} else if (v->verdict == FV_PUNT) {
+		d->punt = cfg->mode == MODE_TAP ? PUNT_COPY : PUNT_HELD;
+		j->held = v;
+		j->flow_id = v->flow_id;
+	} else if (v->verdict == FV_OFFLOAD) {
+		count(j->gc, C_OFFLOADED_HITS, 1);
+	}
+}
+
+/* established_flow decides a packet of a flow the guest's table holds, and
+ * a TCP segment no stack sends. PHASE_NEXT: a new flow (none held, or a
+ * fresh SYN reusing a closed one's tuple). */
+static __always_inline enum phase established_flow(struct judgement *j, struct decision *d)
+{
+	if (flow_lookup(j, d) == PHASE_DECIDED)
+		return PHASE_DECIDED;
+	struct pkt *p = j->p;
+	struct conn_val *v = j->v;
+	if (j->tcp && tcp_flags_invalid(p->tcp_flags)) {
+		if (v && (v->flags & CONN_FORCE_ALLOW))
+			flow_hit(j, d, v);
+		else if (!invalid(j->cfg, j->gc, p, j->dir, d, DR_INVALID_FLAGS, v ? v->state : TCP_NONE))
+			decide_by_rules(j->cfg, p, j->dir, d);
+		return PHASE_DECIDED;
+	}
+	if (!v)
+		return PHASE_NEXT;
+	int from_init = j->from_guest == (v->initiator == INIT_GUEST);
+	if (v->policy_id != j->cfg->policy_id && readmit(j, d, v, from_init) == PHASE_DECIDED)
+		return PHASE_DECIDED;
+	if (j->tcp) {
+		int t = tcp_track(v, p->tcp_flags, p->payload, from_init, j->from_guest);
+		d->state = v->state;
+		if (t == TRACK_NEW) {
+			count(j->gc, C_PORT_REUSE, 1);
+			return PHASE_NEXT; /* re-admitted by the rules, replacing the old entry */
+		}
+		if (t == TRACK_INVALID && !(v->flags & CONN_FORCE_ALLOW)) {
+			/* Passed by the invalid-packet policy, it is still
+			 * judged by the rules, as a packet of its own. */
+			if (!invalid(j->cfg, j->gc, p, j->dir, d, DR_INVALID_STATE, v->state))
+				decide_by_rules(j->cfg, p, j->dir, d);
+			return PHASE_DECIDED;
+		}
+	} else if (v->state == PSEUDO_NEW && !from_init) {
+		v->state = PSEUDO_REPLIED;
+	}
+	flow_hit(j, d, v);
+	return PHASE_DECIDED;
+}
+
+/* tcp_opens decides whether a TCP segment opens a connection: a SYN, or a
+ * mid-stream segment during the pickup window, allowed by the rules (in
+ * either direction, for a pickup: who opened it is not known). It returns
+ * the new entry's state, or TCP_NONE when the segment opens nothing. */
+static __always_inline __u8 tcp_opens(struct judgement *j, struct decision *d, int *initiator_is_guest)
+{
+	struct guest_cfg *cfg = j->cfg;
+	struct pkt *p = j->p;
+	__u8 f = p->tcp_flags;
+	int syn_only = (f & TCPF_SYN) && !(f & TCPF_ACK);
+	int pickup = !syn_only && !(f & TCPF_RST) && j->now < cfg->pickup_until_ns;
+	if (!syn_only && !pickup) {
+		/* A segment of a connection we never saw open. */
+		if (!invalid(cfg, j->gc, p, j->dir, d, DR_INVALID_STATE, TCP_NONE))
+			decide_by_rules(cfg, p, j->dir, d);
+		return TCP_NONE;
+	}
+	decide_by_rules(cfg, p, j->dir, d);
+	if (pickup && !d->pass) {
+		/* Mid-stream we do not know who opened the connection:
+		 * adopt it if the rules allow it either way round. */
+		struct decision d2 = {.pass = 1, .log_rule = -1};
+		struct pkt *q = &j->sc->alt;
+		*q = *p;
+		int qdir = j->dir;
+		reverse(q, &qdir);
+		decide_by_rules(cfg, q, qdir, &d2);
+		if (d2.pass) {
+			*d = d2;
+			*initiator_is_guest = !j->from_guest;
+		}
+	}
+	if (!d->pass)
+		return TCP_NONE;
+	return syn_only ? TCP_SYN_SENT : TCP_ESTABLISHED;
+}
+
+/* admit_new_flow judges a new flow by the rules and records it if they
+ * allow it: TCP as tcp_opens says, UDP, ICMP echo and other protocols as
+ * pseudo-connections (an echo reply without its request starts none). */
+static __always_inline void admit_new_flow(struct judgement *j, struct decision *d)
+{
+	struct guest_cfg *cfg = j->cfg;
+	int initiator_is_guest = j->from_guest;
+	__u8 state = PSEUDO_NEW;
+	if (j->tcp) {
+		state = tcp_opens(j, d, &initiator_is_guest);
+		if (state == TCP_NONE)
+			return;
+	} else {
+		decide_by_rules(cfg, j->p, j->dir, d);
+		if (!d->pass || (j->echo && !j->echo_request))
+			return;
+	}
+	if (d->action == ACT_BYPASS) {
+		count(j->gc, C_BYPASSED, 1);
+		return;
+	}
+	struct conn_val *nv = &j->sc->nv;
+	new_conn(nv, cfg, d, state, initiator_is_guest, j->dir, j->skb->len, j->now);
+	if (j->tcp && state == TCP_ESTABLISHED) {
+		nv->flags |= CONN_PICKED_UP;
+		count(j->gc, C_PICKUPS, 1);
+	}
+	inspect_new(cfg, nv, d, &j->flow_id);
+	if (j->v)
+		bpf_map_update_elem(j->table, j->k, nv, BPF_ANY); /* reused tuple: same entry */
+	else if (conn_insert(j->table, j->k, nv, cfg, j->tcp, j->gc))
+		emit(cfg, j->p, j->dir, EV(EV_TABLE_FULL, 0, state, d->rule_id));
+	count(j->gc, C_NEW_CONNS, 1);
+	/* The first packet of an inspected flow is held like any other:
+	 * conclude counts it on its entry only if it really leaves for the
+	 * slow path, so a shed or failed one is never waited for. */
+	if (d->punt == PUNT_HELD)
+		j->held = bpf_map_lookup_elem(j->table, j->k);
+}
+
+/* to_slow_path sends a packet the phases marked for inspection to the slow
+ * path, unless none can be asked or the guest is congested: then the
+ * guest's inspection-failure policy decides. It returns 1 if the packet is
+ * held (redirected to the punt device). */
+static __always_inline int to_slow_path(struct judgement *j, struct decision *d)
+{
+	struct guest_cfg *cfg = j->cfg;
+	__u32 slot = cfg->slot;
+	__u32 *congested = bpf_map_lookup_elem(&punt_congested, &slot);
+	if (!d->pass || !d->punt)
+		return 0;
+	if (!punt_ready(j->now)) {
+		/* No slow path to ask: the guest's policy decides. */
+		if (cfg->flags & CFG_FAIL_CLOSED) {
+			d->pass = 0;
+			d->reason = DR_ENGINE_OFFLINE;
+		} else {
+			count(j->gc, C_ENGINE_OFFLINE, 1);
+		}
+		return 0;
+	}
+	if (congested && *congested && d->punt == PUNT_HELD) {
+		if (cfg->flags & CFG_FAIL_CLOSED) {
+			d->pass = 0;
+			d->reason = DR_PUNT_SHED;
+		} else {
+			count(j->gc, C_PUNT_SHED, 1);
+		}
+		return 0;
+	}
+	if (d->punt == PUNT_COPY) {
+		j->sc->meta.flow_id = j->flow_id;
+		if (punt(j->skb, j->sc, cfg, j->dir | META_TAP << 8, j->k) == 0)
+			count(j->gc, C_TAP_COPIES, 1);
+		return 0;
+	}
+	struct conn_val *held = j->held;
+	if (held)
+		__sync_fetch_and_add(&held->punted, 1);
+	j->sc->meta.flow_id = j->flow_id;
+	if (punt(j->skb, j->sc, cfg, j->dir, j->k) == TCX_REDIRECT) {
+		count(j->gc, C_PUNTED, 1);
+		return 1; /* held: the slow path decides */
+	}
+	if (held)
+		__sync_fetch_and_add(&held->punted, -1); /* clang 14 has no atomic sub for BPF */
+	if (cfg->flags & CFG_FAIL_CLOSED) {
+		d->pass = 0;
+		d->reason = DR_PUNT_FAILED;
+	}
+	return 0;
+}
+
+/* conclude reports the packet, sends it to the slow path if it is to be
+ * inspected, records a first fragment's verdict, and counts and returns the
+ * verdict (tap mode never drops). */
+static __always_inline int conclude(struct judgement *j, struct decision *d)
+{
+	struct guest_cfg *cfg = j->cfg;
+	struct guest_counters *gc = j->gc;
+	if (d->log_rule >= 0)
+		emit(cfg, j->p, j->dir, EV(EV_LOG, 0, d->state, d->log_rule));
+	if (d->event)
+		emit(cfg, j->p, j->dir, EV(d->event, d->reason, d->state, d->rule_id));
+	int held = to_slow_path(j, d);
+	frag_record(cfg, j->p, &j->sc->fk, d->pass, held, j->now);
+	if (held)
+		return TCX_REDIRECT;
+	if (d->pass) {
+		count(gc, C_PASSED, 1);
+		return TCX_NEXT;
+	}
+	count_drop(gc, d->reason);
+	if (cfg->mode == MODE_TAP) {
+		/* Tap mode: everything above was evaluated and reported;
+		 * nothing is ever dropped. */
+		count(gc, C_TAP_WOULD_DROP, 1);
+		return TCX_NEXT;
+	}
+	count(gc, C_DROPPED, 1);
+	return TCX_DROP;
+}
 
 static __always_inline int process(struct __sk_buff *skb, int dir)
 {
@@ -77,324 +440,22 @@ static __always_inline int process(struct __sk_buff *skb, int dir)
 	struct guest_counters *gc = bpf_map_lookup_elem(&guest_stats, &slot);
 	if (skb->mark == MARK_REINJECTED || skb->mark == MARK_INJECTED)
 		return came_back(skb, cfg, gc, dir);
-	__u64 now = bpf_ktime_get_ns();
-	struct decision d = {.pass = 1, .log_rule = -1};
-	struct conn_key k = {};
-	struct conn_val *held = NULL; /* the established flow a held packet belongs to */
-	__u64 flow_id = 0;
 	__u32 zero = 0;
 	struct scratch *sc = bpf_map_lookup_elem(&scratch_map, &zero);
 	if (!sc)
 		return TCX_NEXT; /* cannot happen: a one-entry per-CPU array */
-	/* The parsed packet lives in per-CPU scratch, not on the stack: with
-	 * classification's frames on top, the stack would pass 512 bytes. */
-	struct pkt *p = &sc->pkt;
-	__builtin_memset(p, 0, sizeof(*p));
-	struct frag_key *fk = &sc->fk;
-	__builtin_memset(fk, 0, sizeof(*fk));
-	int from_guest = dir == DIR_FROM_GUEST;
+	struct decision d = {.pass = 1, .log_rule = -1};
+	struct conn_key k = {};
+	struct judgement j = {.skb = skb, .cfg = cfg, .gc = gc, .sc = sc, .p = &sc->pkt, .k = &k,
+			      .now = bpf_ktime_get_ns(), .dir = dir, .from_guest = dir == DIR_FROM_GUEST};
+	__builtin_memset(&sc->pkt, 0, sizeof(sc->pkt));
+	__builtin_memset(&sc->fk, 0, sizeof(sc->fk));
+	count(gc, j.from_guest ? C_PKTS_FROM_GUEST : C_PKTS_TO_GUEST, 1);
+	count(gc, j.from_guest ? C_BYTES_FROM_GUEST : C_BYTES_TO_GUEST, skb->len);
 
-	count(gc, from_guest ? C_PKTS_FROM_GUEST : C_PKTS_TO_GUEST, 1);
-	count(gc, from_guest ? C_BYTES_FROM_GUEST : C_BYTES_TO_GUEST, skb->len);
-
-	switch (parse(skb, p)) {
-	case L2_ARP:
-		if (!(cfg->flags & CFG_PASS_ARP))
-			drop_with(&d, DR_ARP, EV_DROP);
-		goto out;
-	case L2_NON_IP:
-		if (!(cfg->flags & CFG_PASS_NON_IP))
-			drop_with(&d, DR_NON_IP, EV_DROP);
-		goto out;
-	case L2_MALFORMED:
-		/* Cut short, or more IPv6 extension headers than we follow: its
-		 * ports (or protocol) are unknown, so if the invalid-packet
-		 * policy lets it through, the policy's default decides. */
-		if (!invalid(cfg, gc, p, dir, &d, DR_MALFORMED, 0))
-			decide_default(cfg, &d);
-		goto out;
-	}
-
-	if ((cfg->flags & CFG_PASS_ND) && is_nd(p))
-		goto out;
-
-	if (p->frag != FRAG_NONE) {
-		count(gc, C_FRAGMENTS, 1);
-		if (cfg->frag_policy == FRAG_DROP) {
-			drop_with(&d, DR_FRAGMENT, EV_DROP);
-			goto out;
-		}
-		fk->slot = slot;
-		fk->id = p->frag_id;
-		__builtin_memcpy(fk->src, p->src, 16);
-		__builtin_memcpy(fk->dst, p->dst, 16);
-		fk->proto = p->frag_proto;
-		fk->family = p->family;
-		if (p->frag == FRAG_LATER) {
-			/* Later fragments carry no ports: they follow the first
-			 * fragment's verdict, or are dropped if it was never seen. */
-			struct frag_val *fv = bpf_map_lookup_elem(&frags, fk);
-			if (!fv || fv->expires_ns < now)
-				drop_with(&d, DR_FRAGMENT, EV_DROP);
-			else if (!fv->pass)
-				drop_with(&d, DR_FRAGMENT, 0); /* its first fragment was reported */
-			goto out;
-		}
-	}
-
-	void *tcp_table = bpf_map_lookup_elem(&conn_tcp, &slot);
-	void *other_table = bpf_map_lookup_elem(&conn_other, &slot);
-	if (!tcp_table || !other_table) {
-		/* Activation installs the tables before the vNIC entry, so this
-		 * is a bug, not a state: fail closed and say so. */
-		drop_with(&d, DR_INVALID_STATE, EV_INVALID);
-		goto out;
-	}
-
-	int tcp = p->proto == IPPROTO_TCP;
-	int is_icmp = is_icmp_proto(p->proto);
-	int echo_request = 0;
-	int echo = is_icmp_echo(p, &echo_request);
-	if (is_icmp && !echo) {
-		/* ICMP other than echo: errors about a tracked flow pass; the
-		 * rest is judged by the rules without state. */
-		if (is_icmp_error(p) && related_lookup(skb, p, dir, tcp_table, other_table)) {
-			count(gc, C_RELATED, 1);
-			goto out;
-		}
-		decide_by_rules(cfg, p, dir, &d);
-		goto out;
-	}
-
-	conn_key_of(p, dir, &k);
-	if (echo) {
-		k.guest_port = p->icmp_id;
-		k.remote_port = 0;
-	}
-	void *table = tcp ? tcp_table : other_table;
-	struct conn_val *v = bpf_map_lookup_elem(table, &k);
-	if (v && v->last_seen_ns + (__u64)timeout_for(cfg, v, p->proto) * NSEC_PER_SEC < now) {
-		bpf_map_delete_elem(table, &k); /* idle too long: forget it */
-		v = NULL;
-	}
-
-	if (tcp && tcp_flags_invalid(p->tcp_flags)) {
-		if (v && (v->flags & CONN_FORCE_ALLOW))
-			goto established;
-		if (!invalid(cfg, gc, p, dir, &d, DR_INVALID_FLAGS, v ? v->state : TCP_NONE))
-			decide_by_rules(cfg, p, dir, &d);
-		goto out;
-	}
-
-	if (v) {
-		int from_init = from_guest == (v->initiator == INIT_GUEST);
-		if (v->policy_id != cfg->policy_id) {
-			/* The policy changed since this flow was admitted: judge
-			 * it again, once, as its initiator opened it. */
-			count(gc, C_RECLASSIFIED, 1);
-			struct pkt *q = &sc->alt;
-			*q = *p;
-			int qdir = dir;
-			if (!from_init)
-				reverse(q, &qdir);
-			decide_by_rules(cfg, q, qdir, &d);
-			if (!d.pass) {
-				bpf_map_delete_elem(table, &k);
-				goto out;
-			}
-			if (d.action == ACT_BYPASS) {
-				bpf_map_delete_elem(table, &k);
-				count(gc, C_BYPASSED, 1);
-				goto out;
-			}
-			v->policy_id = cfg->policy_id;
-			v->rule_id = d.rule_id;
-			v->flags = (v->flags & ~CONN_FORCE_ALLOW) | (d.action == ACT_FORCE_ALLOW ? CONN_FORCE_ALLOW : 0);
-			if (v->verdict == FV_PASS || v->verdict == FV_PUNT)
-				v->verdict = (cfg->flags & CFG_INSPECT) ? FV_PUNT : FV_PASS;
-			d.log_rule = -1; /* the flow's admission is not news */
-		}
-		if (tcp) {
-			int t = tcp_track(v, p->tcp_flags, p->payload, from_init, from_guest);
-			d.state = v->state;
-			if (t == TRACK_NEW) {
-				count(gc, C_PORT_REUSE, 1);
-				goto new_flow; /* re-admitted by the rules, replacing the old entry */
-			}
-			if (t == TRACK_INVALID && !(v->flags & CONN_FORCE_ALLOW)) {
-				/* Passed by the invalid-packet policy, it is still
-				 * judged by the rules, as a packet of its own. */
-				if (!invalid(cfg, gc, p, dir, &d, DR_INVALID_STATE, v->state))
-					decide_by_rules(cfg, p, dir, &d);
-				goto out;
-			}
-		} else if (v->state == PSEUDO_NEW && !from_init) {
-			v->state = PSEUDO_REPLIED;
-		}
-	established:
-		if (v) {
-			v->last_seen_ns = now;
-			__sync_fetch_and_add(&v->packets[dir & 1], 1);
-			__sync_fetch_and_add(&v->bytes[dir & 1], skb->len);
-			count(gc, C_ESTABLISHED_HITS, 1);
-			if (v->verdict == FV_PUNT)
-				apply_decision(cfg, v);
-			if (v->verdict == FV_BLOCK) {
-				d.pass = 0;
-				d.reason = DR_FLOW_BLOCKED;
-			} else if (v->verdict == FV_PUNT) {
-				d.punt = cfg->mode == MODE_TAP ? PUNT_COPY : PUNT_HELD;
-				held = v;
-				flow_id = v->flow_id;
-			} else if (v->verdict == FV_OFFLOAD) {
-				count(gc, C_OFFLOADED_HITS, 1);
-			}
-		}
-		goto out;
-	}
-
-new_flow:;
-	struct conn_val *nv = &sc->nv;
-	int initiator_is_guest = from_guest;
-	__u8 state = PSEUDO_NEW;
-	if (tcp) {
-		__u8 f = p->tcp_flags;
-		int syn_only = (f & TCPF_SYN) && !(f & TCPF_ACK);
-		int pickup = !syn_only && !(f & TCPF_RST) && now < cfg->pickup_until_ns;
-		if (!syn_only && !pickup) {
-			/* A segment of a connection we never saw open. */
-			if (!invalid(cfg, gc, p, dir, &d, DR_INVALID_STATE, TCP_NONE))
-				decide_by_rules(cfg, p, dir, &d);
-			goto out;
-		}
-		decide_by_rules(cfg, p, dir, &d);
-		if (pickup && !d.pass) {
-			/* Mid-stream we do not know who opened the connection:
-			 * adopt it if the rules allow it either way round. */
-			struct decision d2 = {.pass = 1, .log_rule = -1};
-			struct pkt *q = &sc->alt;
-			*q = *p;
-			int qdir = dir;
-			reverse(q, &qdir);
-			decide_by_rules(cfg, q, qdir, &d2);
-			if (d2.pass) {
-				d = d2;
-				initiator_is_guest = !from_guest;
-			}
-		}
-		if (!d.pass)
-			goto out;
-		if (d.action == ACT_BYPASS) {
-			count(gc, C_BYPASSED, 1);
-			goto out;
-		}
-		state = syn_only ? TCP_SYN_SENT : TCP_ESTABLISHED;
-		new_conn(nv, cfg, &d, state, initiator_is_guest, dir, skb->len, now);
-		if (pickup) {
-			nv->flags |= CONN_PICKED_UP;
-			count(gc, C_PICKUPS, 1);
-		}
-		inspect_new(cfg, nv, &d, &flow_id);
-		if (v) {
-			bpf_map_update_elem(table, &k, nv, BPF_ANY); /* reused tuple: same entry */
-			count(gc, C_NEW_CONNS, 1);
-			goto inserted;
-		}
-	} else {
-		/* UDP, ICMP echo and other protocols: pseudo-connections. An
-		 * echo reply without its request does not start one. */
-		decide_by_rules(cfg, p, dir, &d);
-		if (!d.pass || (echo && !echo_request))
-			goto out;
-		if (d.action == ACT_BYPASS) {
-			count(gc, C_BYPASSED, 1);
-			goto out;
-		}
-		new_conn(nv, cfg, &d, PSEUDO_NEW, from_guest, dir, skb->len, now);
-		inspect_new(cfg, nv, &d, &flow_id);
-	}
-	if (conn_insert(table, &k, nv, cfg, tcp, gc))
-		emit(cfg, p, dir, EV(EV_TABLE_FULL, 0, state, d.rule_id));
-	count(gc, C_NEW_CONNS, 1);
-inserted:
-	/* The first packet of an inspected flow is held like any other: the
-	 * code below counts it on its entry only if it really leaves for the
-	 * slow path, so a shed or failed one is never waited for. */
-	if (d.punt == PUNT_HELD)
-		held = bpf_map_lookup_elem(table, &k);
-
-out:
-	if (d.log_rule >= 0)
-		emit(cfg, p, dir, EV(EV_LOG, 0, d.state, d.log_rule));
-	if (d.event)
-		emit(cfg, p, dir, EV(d.event, d.reason, d.state, d.rule_id));
-	__u32 *congested = bpf_map_lookup_elem(&punt_congested, &slot);
-	int redirected = 0;
-	if (d.pass && d.punt) {
-		if (!punt_ready(now)) {
-			/* No slow path to ask: the guest's policy decides. */
-			if (cfg->flags & CFG_FAIL_CLOSED) {
-				d.pass = 0;
-				d.reason = DR_ENGINE_OFFLINE;
-			} else {
-				count(gc, C_ENGINE_OFFLINE, 1);
-			}
-		} else if (congested && *congested && d.punt == PUNT_HELD) {
-			if (cfg->flags & CFG_FAIL_CLOSED) {
-				d.pass = 0;
-				d.reason = DR_PUNT_SHED;
-			} else {
-				count(gc, C_PUNT_SHED, 1);
-			}
-		} else if (d.punt == PUNT_COPY) {
-			sc->meta.flow_id = flow_id;
-			if (punt(skb, sc, cfg, dir | META_TAP << 8, &k) == 0)
-				count(gc, C_TAP_COPIES, 1);
-		} else {
-			if (held)
-				__sync_fetch_and_add(&held->punted, 1);
-			sc->meta.flow_id = flow_id;
-			long r = punt(skb, sc, cfg, dir, &k);
-			if (r == TCX_REDIRECT) {
-				count(gc, C_PUNTED, 1);
-				redirected = 1; /* held: the slow path decides */
-			} else {
-				if (held)
-					__sync_fetch_and_add(&held->punted, -1); /* clang 14 has no atomic sub for BPF */
-				if (cfg->flags & CFG_FAIL_CLOSED) {
-					d.pass = 0;
-					d.reason = DR_PUNT_FAILED;
-				}
-			}
-		}
-	}
-	/* A first fragment's verdict, for its later fragments, once it is
-	 * final: what the inspection and fail policies made of it. Later
-	 * fragments of a held one never reach the slow path (they carry no
-	 * ports to find the flow by), so they cannot be inspected: the
-	 * guest's inspection-failure policy decides them. Not for a first
-	 * fragment passed before its key was known (neighbour discovery,
-	 * malformed, fragments: drop). */
-	if (p->frag == FRAG_FIRST && fk->family) {
-		__u8 pass = redirected ? !(cfg->flags & CFG_FAIL_CLOSED) : d.pass;
-		struct frag_val fv = {.expires_ns = now + FRAG_LIFETIME_NS, .pass = pass};
-		bpf_map_update_elem(&frags, fk, &fv, BPF_ANY);
-	}
-	if (redirected)
-		return TCX_REDIRECT;
-	if (d.pass) {
-		count(gc, C_PASSED, 1);
-		return TCX_NEXT;
-	}
-	count_drop(gc, d.reason);
-	if (cfg->mode == MODE_TAP) {
-		/* Tap mode: everything above was evaluated and reported;
-		 * nothing is ever dropped. */
-		count(gc, C_TAP_WOULD_DROP, 1);
-		return TCX_NEXT;
-	}
-	count(gc, C_DROPPED, 1);
-	return TCX_DROP;
+	if (l2_and_fragments(&j, &d) == PHASE_NEXT && established_flow(&j, &d) == PHASE_NEXT)
+		admit_new_flow(&j, &d);
+	return conclude(&j, &d);
 }
 
 /* punt_out runs as held packets (and tap copies) leave through the punt
