@@ -105,9 +105,6 @@ func (d *Datapath) Conns(slot uint32, fn func(Conn) bool) error {
 // Timeouts gives a connection's idle timeout by protocol and state.
 type Timeouts func(proto uint8, state string) time.Duration
 
-// sweepVisitHook, if set (by tests), runs for every entry Sweep's walk reads.
-var sweepVisitHook func(m *ebpf.Map, k dpConnKey)
-
 // Sweep deletes the guest's connections idle beyond their timeout and resets
 // its live-entry counts to what remains. It returns how many remain (TCP,
 // other) and how many it removed. An entry found idle is deleted only if it
@@ -116,6 +113,13 @@ var sweepVisitHook func(m *ebpf.Map, k dpConnKey)
 // returns an error wrapping ebpf.ErrIterationAborted (and 0 for that table),
 // after deleting the idle entries it found.
 func (d *Datapath) Sweep(slot uint32, timeout Timeouts, now time.Duration) (tcpLive, otherLive, removed int, err error) {
+	return d.sweep(slot, timeout, now, nil)
+}
+
+// sweep is Sweep; visit, if not nil, runs for every entry the walk reads,
+// where a test changes the table under the walk.
+func (d *Datapath) sweep(slot uint32, timeout Timeouts, now time.Duration,
+	visit func(m *ebpf.Map, k dpConnKey)) (tcpLive, otherLive, removed int, err error) {
 	tcp, other, err := d.Tables(slot)
 	if err != nil {
 		return 0, 0, 0, err
@@ -140,8 +144,8 @@ func (d *Datapath) Sweep(slot uint32, timeout Timeouts, now time.Duration) (tcpL
 			} else {
 				live++
 			}
-			if sweepVisitHook != nil {
-				sweepVisitHook(m, k)
+			if visit != nil {
+				visit(m, k)
 			}
 		}
 		walkErr := it.Err()

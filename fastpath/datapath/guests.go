@@ -195,6 +195,13 @@ func (d *Datapath) VNICs() (map[int]uint32, error) {
 // flow since. The caller opens a short pickup window for any connection that
 // still slips through.
 func (d *Datapath) ResizeTables(slot, maxTCP, maxOther uint32) error {
+	return d.resizeTables(slot, maxTCP, maxOther, nil)
+}
+
+// resizeTables is ResizeTables; copied, if not nil, runs between the first
+// copy of each table ("tcp", then "other") and its swap, where a test moves
+// a connection on in the old table.
+func (d *Datapath) resizeTables(slot, maxTCP, maxOther uint32, copied func(table string)) error {
 	for i, t := range []struct {
 		outer *ebpf.Map
 		name  string
@@ -212,9 +219,9 @@ func (d *Datapath) ResizeTables(slot, maxTCP, maxOther uint32) error {
 			old.Close()
 			return fmt.Errorf("guest slot %d: %s table of %d: %w", slot, t.name, t.n, err)
 		}
-		copied, err := copyEntries(old, m)
-		if err == nil && resizeCopiedHook != nil {
-			resizeCopiedHook(slot, t.name)
+		n, err := copyEntries(old, m)
+		if err == nil && copied != nil {
+			copied(t.name)
 		}
 		if err == nil {
 			err = t.outer.Put(slot, m) // waits for programs using the old table
@@ -222,23 +229,19 @@ func (d *Datapath) ResizeTables(slot, maxTCP, maxOther uint32) error {
 		if err == nil {
 			var late int
 			late, err = copyNewer(old, m)
-			copied += late
+			n += late
 		}
 		old.Close()
 		m.Close()
 		if err != nil {
 			return fmt.Errorf("guest slot %d: resize %s table: %w", slot, t.name, err)
 		}
-		if err := d.objs.ConnLive.Put(slot*2+uint32(i), uint64(copied)); err != nil {
+		if err := d.objs.ConnLive.Put(slot*2+uint32(i), uint64(n)); err != nil {
 			return fmt.Errorf("guest slot %d: live count: %w", slot, err)
 		}
 	}
 	return nil
 }
-
-// resizeCopiedHook, if set (by tests), runs between ResizeTables' first
-// copy of a table ("tcp" or "other") and the swap.
-var resizeCopiedHook func(slot uint32, table string)
 
 // copyEntries copies every entry of from into to.
 func copyEntries(from, to *ebpf.Map) (int, error) {
