@@ -8,19 +8,27 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"golang.org/x/sys/unix"
 
 	"github.com/palisade/palisade/fastpath/control/api"
 )
 
 func numCPU() int { return ebpf.MustPossibleCPU() }
 
-// TCP states as the datapath names them.
-var tcpStateNames = map[uint8]string{
-	0: "NONE", 1: "SYN_SENT", 2: "SYN_RECV", 3: "ESTABLISHED", 4: "FIN_WAIT",
-	5: "CLOSE_WAIT", 6: "TIME_WAIT", 7: "CLOSED",
+// TCP states as the datapath names them (enum tcp_state, less its TCP_).
+var tcpStateNames = map[dpTcpState]string{
+	dpTcpStateTCP_NONE: "NONE", dpTcpStateTCP_SYN_SENT: "SYN_SENT", dpTcpStateTCP_SYN_RECV: "SYN_RECV",
+	dpTcpStateTCP_ESTABLISHED: "ESTABLISHED", dpTcpStateTCP_FIN_WAIT: "FIN_WAIT",
+	dpTcpStateTCP_CLOSE_WAIT: "CLOSE_WAIT", dpTcpStateTCP_TIME_WAIT: "TIME_WAIT", dpTcpStateTCP_CLOSED: "CLOSED",
 }
 
-var verdictNames = map[uint8]string{0: "pass", 1: "punt", 2: "offload", 3: "block"}
+// Pseudo-connection states (UDP, ICMP echo, other protocols).
+var pseudoStateNames = map[dpPseudoState]string{dpPseudoStatePSEUDO_NEW: "NEW", dpPseudoStatePSEUDO_REPLIED: "REPLIED"}
+
+// Flow verdicts (enum flow_verdict, less its FV_, in lower case).
+var verdictNames = map[dpFlowVerdict]string{
+	dpFlowVerdictFV_PASS: "pass", dpFlowVerdictFV_PUNT: "punt", dpFlowVerdictFV_OFFLOAD: "offload", dpFlowVerdictFV_BLOCK: "block",
+}
 
 // Conn is one tracked connection, oriented by the guest. Its shape is the
 // control API's (defined once, in fastpath/control/api).
@@ -41,16 +49,16 @@ func connOf(k dpConnKey, v dpConnVal) Conn {
 	c := Conn{
 		Proto: k.Proto, GuestAddr: addrOf(k.Family, k.GuestAddr), GuestPort: k.GuestPort,
 		RemoteAddr: addrOf(k.Family, k.RemoteAddr), RemotePort: k.RemotePort,
-		FromGuest: v.Initiator == 0, Verdict: verdictNames[v.Verdict], RuleID: v.RuleId, PolicyID: v.PolicyId,
-		FlowID: v.FlowId, ForceAllow: v.Flags&1 != 0, PickedUp: v.Flags&8 != 0,
-		Packets: v.Packets, Bytes: v.Bytes, LastSeen: time.Duration(v.LastSeenNs),
+		FromGuest: dpInitiator(v.Initiator) == dpInitiatorINIT_GUEST, Verdict: verdictNames[dpFlowVerdict(v.Verdict)],
+		RuleID: v.RuleId, PolicyID: v.PolicyId, FlowID: v.FlowId,
+		ForceAllow: dpConnFlags(v.Flags)&dpConnFlagsCONN_FORCE_ALLOW != 0,
+		PickedUp:   dpConnFlags(v.Flags)&dpConnFlagsCONN_PICKED_UP != 0,
+		Packets:    v.Packets, Bytes: v.Bytes, LastSeen: time.Duration(v.LastSeenNs),
 	}
-	if k.Proto == 6 {
-		c.State = tcpStateNames[v.State]
-	} else if v.State == 1 {
-		c.State = "REPLIED"
+	if k.Proto == unix.IPPROTO_TCP {
+		c.State = tcpStateNames[dpTcpState(v.State)]
 	} else {
-		c.State = "NEW"
+		c.State = pseudoStateNames[dpPseudoState(v.State)]
 	}
 	return c
 }
@@ -83,9 +91,6 @@ func (d *Datapath) Conns(slot uint32, fn func(Conn) bool) error {
 // Timeouts gives a connection's idle timeout by protocol and state.
 type Timeouts func(proto uint8, state string) time.Duration
 
-// sweepVisitHook, if set (by tests), runs for every entry Sweep's walk reads.
-var sweepVisitHook func(m *ebpf.Map, k dpConnKey)
-
 // Sweep deletes the guest's connections idle beyond their timeout and resets
 // its live-entry counts to what remains. It returns how many remain (TCP,
 // other) and how many it removed. An entry found idle is deleted only if it
@@ -94,6 +99,13 @@ var sweepVisitHook func(m *ebpf.Map, k dpConnKey)
 // returns an error wrapping ebpf.ErrIterationAborted (and 0 for that table),
 // after deleting the idle entries it found.
 func (d *Datapath) Sweep(slot uint32, timeout Timeouts, now time.Duration) (tcpLive, otherLive, removed int, err error) {
+	return d.sweep(slot, timeout, now, nil)
+}
+
+// sweep is Sweep; visit, if not nil, runs for every entry the walk reads,
+// where a test changes the table under the walk.
+func (d *Datapath) sweep(slot uint32, timeout Timeouts, now time.Duration,
+	visit func(m *ebpf.Map, k dpConnKey)) (tcpLive, otherLive, removed int, err error) {
 	tcp, other, err := d.Tables(slot)
 	if err != nil {
 		return 0, 0, 0, err
@@ -118,8 +130,8 @@ func (d *Datapath) Sweep(slot uint32, timeout Timeouts, now time.Duration) (tcpL
 			} else {
 				live++
 			}
-			if sweepVisitHook != nil {
-				sweepVisitHook(m, k)
+			if visit != nil {
+				visit(m, k)
 			}
 		}
 		walkErr := it.Err()

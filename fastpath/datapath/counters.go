@@ -5,18 +5,28 @@ import (
 )
 
 // counterNames name the datapath's per-guest counters (enum counter in
-// datapath.h, in order); dropReasonNames name its drop reasons.
-var counterNames = [...]string{
-	"packets_from_guest", "bytes_from_guest", "packets_to_guest", "bytes_to_guest",
-	"passed", "dropped", "new_connections", "established_hits", "invalid",
-	"pickups", "reclassified", "related_icmp", "bypassed", "tap_would_drop",
-	"table_full", "events_suppressed", "punted", "tap_copies", "reinjected", "engine_offline",
-	"offloaded_hits", "punt_shed", "fragments", "port_reuse",
+// datapath.h); dropReasonNames name its drop reasons (enum drop_reason).
+// TestNamesFollowTheC checks every enumerator has its name.
+var counterNames = [dpCounterC_COUNT]string{
+	dpCounterC_PKTS_FROM_GUEST: "packets_from_guest", dpCounterC_BYTES_FROM_GUEST: "bytes_from_guest",
+	dpCounterC_PKTS_TO_GUEST: "packets_to_guest", dpCounterC_BYTES_TO_GUEST: "bytes_to_guest",
+	dpCounterC_PASSED: "passed", dpCounterC_DROPPED: "dropped", dpCounterC_NEW_CONNS: "new_connections",
+	dpCounterC_ESTABLISHED_HITS: "established_hits", dpCounterC_INVALID: "invalid", dpCounterC_PICKUPS: "pickups",
+	dpCounterC_RECLASSIFIED: "reclassified", dpCounterC_RELATED: "related_icmp", dpCounterC_BYPASSED: "bypassed",
+	dpCounterC_TAP_WOULD_DROP: "tap_would_drop", dpCounterC_TABLE_FULL: "table_full",
+	dpCounterC_EVENTS_SUPPRESSED: "events_suppressed", dpCounterC_PUNTED: "punted",
+	dpCounterC_TAP_COPIES: "tap_copies", dpCounterC_REINJECTED: "reinjected",
+	dpCounterC_ENGINE_OFFLINE: "engine_offline", dpCounterC_OFFLOADED_HITS: "offloaded_hits",
+	dpCounterC_PUNT_SHED: "punt_shed", dpCounterC_FRAGMENTS: "fragments", dpCounterC_PORT_REUSE: "port_reuse",
 }
 
-var dropReasonNames = [...]string{
-	"none", "rule_deny", "default_deny", "invalid_state", "invalid_flags",
-	"malformed", "fragment", "non_ip", "arp", "flow_blocked", "engine_offline", "punt_failed", "punt_shed",
+var dropReasonNames = [dpDropReasonDR_COUNT]string{
+	dpDropReasonDR_NONE: "none", dpDropReasonDR_RULE_DENY: "rule_deny", dpDropReasonDR_DEFAULT_DENY: "default_deny",
+	dpDropReasonDR_INVALID_STATE: "invalid_state", dpDropReasonDR_INVALID_FLAGS: "invalid_flags",
+	dpDropReasonDR_MALFORMED: "malformed", dpDropReasonDR_FRAGMENT: "fragment", dpDropReasonDR_NON_IP: "non_ip",
+	dpDropReasonDR_ARP: "arp", dpDropReasonDR_FLOW_BLOCKED: "flow_blocked",
+	dpDropReasonDR_ENGINE_OFFLINE: "engine_offline", dpDropReasonDR_PUNT_FAILED: "punt_failed",
+	dpDropReasonDR_PUNT_SHED: "punt_shed",
 }
 
 // Counters are a guest's datapath counters, summed over CPUs.
@@ -39,8 +49,10 @@ func (d *Datapath) GuestCounters(slot uint32) (Counters, error) {
 		for i, name := range counterNames {
 			c.Values[name] += cpu.C[i]
 		}
-		for i, name := range dropReasonNames[1:] {
-			c.Drops[name] += cpu.Drops[i+1]
+		for i, name := range dropReasonNames {
+			if dpDropReason(i) != dpDropReasonDR_NONE {
+				c.Drops[name] += cpu.Drops[i]
+			}
 		}
 	}
 	return c, nil

@@ -13,10 +13,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Limits of the loaded datapath (see bpf/datapath.h).
+// Limits of the loaded datapath (enum limits in bpf/datapath.h).
 const (
-	MaxGuests = 1024
-	MaxRules  = 16384
+	MaxGuests = uint32(dpLimitsMAX_GUESTS)
+	MaxRules  = uint32(dpLimitsMAX_RULES)
 )
 
 // MaxEventsPerSec is the highest event rate the datapath can meter: its

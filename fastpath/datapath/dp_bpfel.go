@@ -27,6 +27,14 @@ type dpAddr6Key struct {
 	Addr      [4]uint32
 }
 
+type dpBackMark uint32
+
+const (
+	dpBackMarkBACK_IFINDEX  dpBackMark = 1073741823
+	dpBackMarkBACK_INJECT   dpBackMark = 1073741824
+	dpBackMarkBACK_TO_GUEST dpBackMark = 2147483648
+)
+
 type dpBtfAnchor struct {
 	_       structs.HostLayout
 	ConnKey struct {
@@ -75,15 +83,7 @@ type dpBtfAnchor struct {
 		State    uint8
 		_        [4]byte
 	}
-	Counter      uint32
-	DropReason   uint32
-	EventKind    uint32
-	TcpState     uint32
-	FlowVerdict  uint32
-	RuleAction   uint32
-	TimeoutIndex uint32
-	_            [4]byte
-	PuntMeta     struct {
+	PuntMeta struct {
 		_        structs.HostLayout
 		Magic    uint32
 		Slot     uint32
@@ -104,7 +104,38 @@ type dpBtfAnchor struct {
 			Pad        uint16
 		}
 	}
+	Limits        uint32
+	TcxVerdict    uint32
+	Direction     uint32
+	GuestMode     uint32
+	RuleAction    uint32
+	InvalidPolicy uint32
+	FragPolicy    uint32
+	GuestFlags    uint32
+	TimeoutIndex  uint32
+	TcpState      uint32
+	PseudoState   uint32
+	FlowVerdict   uint32
+	ConnFlags     uint32
+	Initiator     uint32
+	Counter       uint32
+	DropReason    uint32
+	EventKind     uint32
+	PuntMagic     uint32
+	PuntFlags     uint32
+	PuntMarks     uint32
+	BackMark      uint32
+	_             [4]byte
 }
+
+type dpConnFlags uint32
+
+const (
+	dpConnFlagsCONN_FORCE_ALLOW dpConnFlags = 1
+	dpConnFlagsCONN_FIN_GUEST   dpConnFlags = 2
+	dpConnFlagsCONN_FIN_REMOTE  dpConnFlags = 4
+	dpConnFlagsCONN_PICKED_UP   dpConnFlags = 8
+)
 
 type dpConnKey struct {
 	_          structs.HostLayout
@@ -181,6 +212,13 @@ type dpDimVal struct {
 	AnyBase    uint32
 	AnyPad     uint32
 }
+
+type dpDirection uint32
+
+const (
+	dpDirectionDIR_FROM_GUEST dpDirection = 0
+	dpDirectionDIR_TO_GUEST   dpDirection = 1
+)
 
 type dpDportKey struct {
 	_         structs.HostLayout
@@ -273,6 +311,13 @@ type dpFragKey struct {
 	Pad    uint16
 }
 
+type dpFragPolicy uint32
+
+const (
+	dpFragPolicyFRAG_FOLLOW dpFragPolicy = 0
+	dpFragPolicyFRAG_DROP   dpFragPolicy = 1
+)
+
 type dpFragVal struct {
 	_         structs.HostLayout
 	ExpiresNs uint64
@@ -304,6 +349,76 @@ type dpGuestCounters struct {
 	C     [24]uint64
 	Drops [13]uint64
 }
+
+type dpGuestFlags uint32
+
+const (
+	dpGuestFlagsCFG_PASS_ARP    dpGuestFlags = 1
+	dpGuestFlagsCFG_PASS_ND     dpGuestFlags = 2
+	dpGuestFlagsCFG_PASS_NON_IP dpGuestFlags = 4
+	dpGuestFlagsCFG_INSPECT     dpGuestFlags = 8
+	dpGuestFlagsCFG_FAIL_CLOSED dpGuestFlags = 16
+)
+
+type dpGuestMode uint32
+
+const (
+	dpGuestModeMODE_INLINE dpGuestMode = 0
+	dpGuestModeMODE_TAP    dpGuestMode = 1
+)
+
+type dpInitiator uint32
+
+const (
+	dpInitiatorINIT_GUEST  dpInitiator = 0
+	dpInitiatorINIT_REMOTE dpInitiator = 1
+)
+
+type dpInvalidPolicy uint32
+
+const (
+	dpInvalidPolicyINVALID_DROP dpInvalidPolicy = 0
+	dpInvalidPolicyINVALID_PASS dpInvalidPolicy = 1
+	dpInvalidPolicyINVALID_LOG  dpInvalidPolicy = 2
+)
+
+type dpLimits uint32
+
+const (
+	dpLimitsMAX_GUESTS    dpLimits = 1024
+	dpLimitsMAX_RULES     dpLimits = 16384
+	dpLimitsBITMAP_WORDS  dpLimits = 256
+	dpLimitsSUMMARY_WORDS dpLimits = 4
+)
+
+type dpPseudoState uint32
+
+const (
+	dpPseudoStatePSEUDO_NEW     dpPseudoState = 0
+	dpPseudoStatePSEUDO_REPLIED dpPseudoState = 1
+)
+
+type dpPuntFlags uint32
+
+const (
+	dpPuntFlagsMETA_TAP dpPuntFlags = 1
+)
+
+type dpPuntMagic uint32
+
+const (
+	dpPuntMagicPUNT_MAGIC dpPuntMagic = 1347767892
+)
+
+type dpPuntMarks uint32
+
+const (
+	dpPuntMarksMARK_PUNT_TAG      dpPuntMarks = 2684354560
+	dpPuntMarksMARK_PUNT_TAG_MASK dpPuntMarks = 4026531840
+	dpPuntMarksMARK_PUNT_SEQ      dpPuntMarks = 268435455
+	dpPuntMarksMARK_REINJECTED    dpPuntMarks = 1346456625
+	dpPuntMarksMARK_INJECTED      dpPuntMarks = 1346456626
+)
 
 type dpPuntMeta struct {
 	_        structs.HostLayout
@@ -415,6 +530,15 @@ const (
 	dpTcpStateTCP_CLOSE_WAIT  dpTcpState = 5
 	dpTcpStateTCP_TIME_WAIT   dpTcpState = 6
 	dpTcpStateTCP_CLOSED      dpTcpState = 7
+)
+
+type dpTcxVerdict uint32
+
+const (
+	dpTcxVerdictTCX_NEXT     dpTcxVerdict = 4294967295
+	dpTcxVerdictTCX_PASS     dpTcxVerdict = 0
+	dpTcxVerdictTCX_DROP     dpTcxVerdict = 2
+	dpTcxVerdictTCX_REDIRECT dpTcxVerdict = 7
 )
 
 type dpTimeoutIndex uint32

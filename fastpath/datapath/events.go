@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf/ringbuf"
+	"golang.org/x/sys/unix"
 )
 
 // EventKind says why the datapath reported a packet.
@@ -23,7 +24,10 @@ const (
 	EventDrop      EventKind = "drop"       // dropped for another reason (fragment, non-IP, ARP)
 )
 
-var eventKinds = map[uint8]EventKind{1: EventDeny, 2: EventLog, 3: EventInvalid, 4: EventTableFull, 5: EventDrop}
+var eventKinds = map[dpEventKind]EventKind{
+	dpEventKindEV_DENY: EventDeny, dpEventKindEV_LOG: EventLog, dpEventKindEV_INVALID: EventInvalid,
+	dpEventKindEV_TABLE_FULL: EventTableFull, dpEventKindEV_DROP: EventDrop,
+}
 
 // Event is one packet the datapath reported.
 type Event struct {
@@ -73,14 +77,14 @@ func (r *EventReader) Read() (Event, error) {
 	if err := binary.Read(bytes.NewReader(rec.RawSample), binary.NativeEndian, &e); err != nil {
 		return Event{}, fmt.Errorf("events: malformed record of %d bytes: %w", len(rec.RawSample), err)
 	}
-	ev := Event{Time: time.Duration(e.TsNs), Slot: e.Slot, Kind: eventKinds[e.Kind], RuleID: e.RuleId,
-		FromGuest: e.Dir == 0, Proto: e.Proto, Src: addrOf(e.Family, e.Src), Dst: addrOf(e.Family, e.Dst),
+	ev := Event{Time: time.Duration(e.TsNs), Slot: e.Slot, Kind: eventKinds[dpEventKind(e.Kind)], RuleID: e.RuleId,
+		FromGuest: dpDirection(e.Dir) == dpDirectionDIR_FROM_GUEST, Proto: e.Proto, Src: addrOf(e.Family, e.Src), Dst: addrOf(e.Family, e.Dst),
 		Sport: e.Sport, Dport: e.Dport, TCPFlags: e.TcpFlags, Tap: e.Tap != 0}
-	if e.Reason != 0 && int(e.Reason) < len(dropReasonNames) {
-		ev.Reason = dropReasonNames[e.Reason]
+	if r := dpDropReason(e.Reason); r != dpDropReasonDR_NONE && r < dpDropReasonDR_COUNT {
+		ev.Reason = dropReasonNames[r]
 	}
-	if e.Proto == 6 {
-		ev.State = tcpStateNames[e.State]
+	if e.Proto == unix.IPPROTO_TCP {
+		ev.State = tcpStateNames[dpTcpState(e.State)]
 	}
 	if ev.Kind == "" {
 		ev.Kind = EventKind(fmt.Sprintf("kind%d", e.Kind))

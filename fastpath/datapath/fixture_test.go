@@ -1,8 +1,10 @@
 package datapath
 
 import (
+	"errors"
 	"net"
 	"net/netip"
+	"os"
 	"testing"
 	"time"
 
@@ -290,4 +292,24 @@ func icmpFrame(t testing.TB, src, dst string, typ, code uint8, id uint16, payloa
 func otherFrame(t testing.TB, src, dst string, proto uint8) []byte {
 	eth, ip, _ := ipLayers(src, dst, layers.IPProtocol(proto))
 	return serialize(t, eth, ip, gopacket.Payload([]byte("0123456789abcdef")))
+}
+
+// reported returns the events the datapath has reported that nobody has
+// read yet. A test run completes the program before it returns, so they are
+// all in the ring buffer already: a deadline that has passed reads them all
+// without waiting for more.
+func reported(t testing.TB, ev *EventReader) []Event {
+	t.Helper()
+	ev.SetDeadline(time.Now())
+	var out []Event
+	for {
+		e, err := ev.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return out
+		}
+		if err != nil {
+			t.Fatalf("read events: %v", err)
+		}
+		out = append(out, e)
+	}
 }

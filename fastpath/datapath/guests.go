@@ -24,15 +24,15 @@ var lruSlack = sync.OnceValue(func() uint32 { return uint32(128 * numCPU()) })
 // TableCapacity is the entry count of a table holding n connections.
 func TableCapacity(n uint32) uint32 { return n + lruSlack() }
 
-// ConnKeySize and ConnValueSize are the sizes of one connection-table entry.
+// Sizes of the map entries the Go side creates or probes, from the generated
+// mirrors of the C structs: one connection-table entry (key, value), a
+// classification-trie value, a protected vNIC's configuration.
 const (
-	ConnKeySize   = 40
-	ConnValueSize = 80
-	DimValueSize  = 80 // a classification-trie value (struct dim_val)
+	ConnKeySize   = uint32(unsafe.Sizeof(dpConnKey{}))
+	ConnValueSize = uint32(unsafe.Sizeof(dpConnVal{}))
+	DimValueSize  = uint32(unsafe.Sizeof(dpDimVal{}))
+	VNICValueSize = uint32(unsafe.Sizeof(dpGuestCfg{}))
 )
-
-// VNICValueSize is the size of a protected vNIC's configuration entry.
-var VNICValueSize = int(unsafe.Sizeof(dpGuestCfg{}))
 
 // CreateTables gives guest slot its own TCP and other-protocol connection
 // tables. A flood in one guest can only evict that guest's entries.
@@ -102,48 +102,56 @@ func Monotonic() time.Duration {
 	return time.Duration(ts.Nano())
 }
 
-var actionCodes = map[policy.Action]uint8{
-	policy.Allow: 1, policy.Deny: 2, policy.ForceAllow: 3, policy.Bypass: 4, policy.LogOnly: 5,
-}
+// The policy's words for actions, modes and policies, as the datapath
+// codes them (TestPolicyCodesFollowTheC checks each against the C's name).
+var (
+	actionCodes = map[policy.Action]dpRuleAction{
+		policy.Allow: dpRuleActionACT_ALLOW, policy.Deny: dpRuleActionACT_DENY,
+		policy.ForceAllow: dpRuleActionACT_FORCE_ALLOW, policy.Bypass: dpRuleActionACT_BYPASS,
+		policy.LogOnly: dpRuleActionACT_LOG_ONLY,
+	}
+	modeCodes    = map[policy.Mode]dpGuestMode{policy.Inline: dpGuestModeMODE_INLINE, policy.Tap: dpGuestModeMODE_TAP}
+	invalidCodes = map[policy.InvalidPolicy]dpInvalidPolicy{
+		policy.InvalidDrop: dpInvalidPolicyINVALID_DROP, policy.InvalidPass: dpInvalidPolicyINVALID_PASS,
+		policy.InvalidLog: dpInvalidPolicyINVALID_LOG,
+	}
+	fragCodes = map[policy.FragmentPolicy]dpFragPolicy{
+		policy.FragmentsFollow: dpFragPolicyFRAG_FOLLOW, policy.FragmentsDrop: dpFragPolicyFRAG_DROP,
+	}
+)
 
+// kernel is g as the datapath reads it; g.Rules is normalized, so every
+// word it holds has a code.
 func (g GuestConfig) kernel() dpGuestCfg {
 	p := g.Rules
 	c := dpGuestCfg{
 		Slot: g.Slot, PolicyId: g.Policy.ID, RuleBase: g.Policy.RuleBase, RuleCount: g.Policy.RuleCount,
-		DefaultAction: actionCodes[p.DefaultAction],
+		Mode:          uint8(modeCodes[p.Mode]),
+		DefaultAction: uint8(actionCodes[p.DefaultAction]),
+		InvalidPolicy: uint8(invalidCodes[p.InvalidPackets]),
+		FragPolicy:    uint8(fragCodes[p.Fragments]),
 		PickupUntilNs: uint64(g.PickupUntil),
 		MaxTcp:        p.MaxTCP, MaxOther: p.MaxUDP,
 	}
-	if p.Mode == policy.Tap {
-		c.Mode = 1
+	var flags dpGuestFlags
+	for flag, on := range map[dpGuestFlags]bool{
+		dpGuestFlagsCFG_PASS_ARP: *p.PassARP, dpGuestFlagsCFG_PASS_ND: *p.PassND,
+		dpGuestFlagsCFG_PASS_NON_IP: p.PassNonIP, dpGuestFlagsCFG_INSPECT: g.Inspect,
+		dpGuestFlagsCFG_FAIL_CLOSED: p.InspectionFailure == "closed",
+	} {
+		if on {
+			flags |= flag
+		}
 	}
-	switch p.InvalidPackets {
-	case policy.InvalidPass:
-		c.InvalidPolicy = 1
-	case policy.InvalidLog:
-		c.InvalidPolicy = 2
-	}
-	if p.Fragments == policy.FragmentsDrop {
-		c.FragPolicy = 1
-	}
-	if *p.PassARP {
-		c.Flags |= 1 << 0
-	}
-	if *p.PassND {
-		c.Flags |= 1 << 1
-	}
-	if p.PassNonIP {
-		c.Flags |= 1 << 2
-	}
-	if g.Inspect {
-		c.Flags |= 1 << 3
-	}
-	if p.InspectionFailure == "closed" {
-		c.Flags |= 1 << 4
-	}
+	c.Flags = uint32(flags)
 	t := p.Timeouts
-	for i, v := range []policy.Duration{t.TCPSyn, t.TCPEstablished, t.TCPFinWait, t.TCPCloseWait, t.TCPTimeWait,
-		t.TCPClosed, t.UDP, t.UDPReplied, t.ICMP, t.Other} {
+	for i, v := range [dpTimeoutIndexTO_COUNT]policy.Duration{
+		dpTimeoutIndexTO_TCP_SYN: t.TCPSyn, dpTimeoutIndexTO_TCP_ESTABLISHED: t.TCPEstablished,
+		dpTimeoutIndexTO_TCP_FIN_WAIT: t.TCPFinWait, dpTimeoutIndexTO_TCP_CLOSE_WAIT: t.TCPCloseWait,
+		dpTimeoutIndexTO_TCP_TIME_WAIT: t.TCPTimeWait, dpTimeoutIndexTO_TCP_CLOSED: t.TCPClosed,
+		dpTimeoutIndexTO_UDP: t.UDP, dpTimeoutIndexTO_UDP_REPLIED: t.UDPReplied,
+		dpTimeoutIndexTO_ICMP: t.ICMP, dpTimeoutIndexTO_OTHER: t.Other,
+	} {
 		c.Timeouts[i] = uint32(time.Duration(v) / time.Second)
 	}
 	return c
@@ -187,6 +195,13 @@ func (d *Datapath) VNICs() (map[int]uint32, error) {
 // flow since. The caller opens a short pickup window for any connection that
 // still slips through.
 func (d *Datapath) ResizeTables(slot, maxTCP, maxOther uint32) error {
+	return d.resizeTables(slot, maxTCP, maxOther, nil)
+}
+
+// resizeTables is ResizeTables; copied, if not nil, runs between the first
+// copy of each table ("tcp", then "other") and its swap, where a test moves
+// a connection on in the old table.
+func (d *Datapath) resizeTables(slot, maxTCP, maxOther uint32, copied func(table string)) error {
 	for i, t := range []struct {
 		outer *ebpf.Map
 		name  string
@@ -204,9 +219,9 @@ func (d *Datapath) ResizeTables(slot, maxTCP, maxOther uint32) error {
 			old.Close()
 			return fmt.Errorf("guest slot %d: %s table of %d: %w", slot, t.name, t.n, err)
 		}
-		copied, err := copyEntries(old, m)
-		if err == nil && resizeCopiedHook != nil {
-			resizeCopiedHook(slot, t.name)
+		n, err := copyEntries(old, m)
+		if err == nil && copied != nil {
+			copied(t.name)
 		}
 		if err == nil {
 			err = t.outer.Put(slot, m) // waits for programs using the old table
@@ -214,23 +229,19 @@ func (d *Datapath) ResizeTables(slot, maxTCP, maxOther uint32) error {
 		if err == nil {
 			var late int
 			late, err = copyNewer(old, m)
-			copied += late
+			n += late
 		}
 		old.Close()
 		m.Close()
 		if err != nil {
 			return fmt.Errorf("guest slot %d: resize %s table: %w", slot, t.name, err)
 		}
-		if err := d.objs.ConnLive.Put(slot*2+uint32(i), uint64(copied)); err != nil {
+		if err := d.objs.ConnLive.Put(slot*2+uint32(i), uint64(n)); err != nil {
 			return fmt.Errorf("guest slot %d: live count: %w", slot, err)
 		}
 	}
 	return nil
 }
-
-// resizeCopiedHook, if set (by tests), runs between ResizeTables' first
-// copy of a table ("tcp" or "other") and the swap.
-var resizeCopiedHook func(slot uint32, table string)
 
 // copyEntries copies every entry of from into to.
 func copyEntries(from, to *ebpf.Map) (int, error) {

@@ -13,8 +13,8 @@ func (f *fixture) congested(on bool) {
 	}
 }
 
-// redirected is what the datapath returns for a held packet (TC_ACT_REDIRECT).
-const redirected Verdict = 7
+// redirected is what the datapath returns for a held packet.
+const redirected = Verdict(dpTcxVerdictTCX_REDIRECT)
 
 // TestHeldCountOnlyCountsHeldPackets: a flow's first packet counts as held
 // only if it really leaves for the slow path. One shed under congestion (or

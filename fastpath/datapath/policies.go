@@ -101,7 +101,7 @@ func (d *Datapath) writePolicy(ip *InstalledPolicy, c *policy.Compiled, words []
 		zero := make([]uint64, ebpf.MustPossibleCPU()*n)
 		for i, r := range c.Rules {
 			keys[i] = ip.RuleBase + uint32(i)
-			infos[i] = dpRuleInfo{Id: r.ID, Action: actionCodes[r.Action]}
+			infos[i] = dpRuleInfo{Id: r.ID, Action: uint8(actionCodes[r.Action])}
 		}
 		if _, err := d.objs.Rules.BatchUpdate(keys, infos, nil); err != nil {
 			return fmt.Errorf("policy %d: rules: %w", ip.ID, err)

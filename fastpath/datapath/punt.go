@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -28,10 +29,10 @@ const (
 )
 
 // PuntMetaSize is the metadata's size, in front of a held packet's frame.
-const PuntMetaSize = 72
+const PuntMetaSize = int(unsafe.Sizeof(dpPuntMeta{}))
 
-// MetaTap flags a tap copy (datapath.h).
-const MetaTap = 1 << 0
+// MetaTap flags a tap copy in PuntMeta.Flags (META_TAP).
+const MetaTap = uint8(dpPuntFlagsMETA_TAP)
 
 // PuntMeta is what travels with a held packet.
 type PuntMeta struct {
@@ -53,8 +54,6 @@ type ConnKey struct {
 	RemotePort uint16
 }
 
-const puntMagic = 0x50554e54
-
 // ParsePuntMeta reads the metadata in front of a frame from the punt device.
 func ParsePuntMeta(frame []byte) (PuntMeta, error) {
 	if len(frame) < 14+PuntMetaSize {
@@ -64,11 +63,11 @@ func ParsePuntMeta(frame []byte) (PuntMeta, error) {
 	if _, err := binary.Decode(frame[:PuntMetaSize], binary.NativeEndian, &raw); err != nil {
 		return PuntMeta{}, err
 	}
-	if raw.Magic != puntMagic {
+	if dpPuntMagic(raw.Magic) != dpPuntMagicPUNT_MAGIC {
 		return PuntMeta{}, fmt.Errorf("punted frame without metadata (magic %#x)", raw.Magic)
 	}
 	k := raw.Key
-	return PuntMeta{Slot: raw.Slot, Ifindex: raw.Ifindex, FromGuest: raw.Dir == 0, Flags: raw.Flags,
+	return PuntMeta{Slot: raw.Slot, Ifindex: raw.Ifindex, FromGuest: dpDirection(raw.Dir) == dpDirectionDIR_FROM_GUEST, Flags: raw.Flags,
 		FlowID: raw.FlowId, PacketID: raw.PacketId,
 		Key: ConnKey{Proto: k.Proto, GuestAddr: addrOf(k.Family, k.GuestAddr), GuestPort: k.GuestPort,
 			RemoteAddr: addrOf(k.Family, k.RemoteAddr), RemotePort: k.RemotePort}}, nil
@@ -79,14 +78,14 @@ func ParsePuntMeta(frame []byte) (PuntMeta, error) {
 // from it (into the host), and whether fastpathd made it (a reset) rather
 // than it being a held packet.
 func BackMark(ifindex uint32, toGuest, inject bool) uint32 {
-	m := ifindex & 0x3fffffff
+	m := dpBackMark(ifindex) & dpBackMarkBACK_IFINDEX
 	if toGuest {
-		m |= 1 << 31
+		m |= dpBackMarkBACK_TO_GUEST
 	}
 	if inject {
-		m |= 1 << 30
+		m |= dpBackMarkBACK_INJECT
 	}
-	return m
+	return uint32(m)
 }
 
 func (d *Datapath) puntLinkPath(name string) string {
@@ -216,8 +215,8 @@ func (d *Datapath) Heartbeat(ttl time.Duration) error {
 
 // Flow verdicts the slow path can set.
 const (
-	DecideOffload = 2 // FV_OFFLOAD
-	DecideBlock   = 3 // FV_BLOCK
+	DecideOffload = uint8(dpFlowVerdictFV_OFFLOAD)
+	DecideBlock   = uint8(dpFlowVerdictFV_BLOCK)
 )
 
 // SetFlowDecision asks the datapath to offload or block a flow. Offload

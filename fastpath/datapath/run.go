@@ -8,13 +8,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
-// Verdict is what the datapath did with a frame.
-type Verdict int
+// Verdict is what the datapath did with a frame: a TCX verdict, as the
+// program returns it (enum tcx_verdict; TCX_NEXT, -1, reads as 0xffffffff).
+type Verdict uint32
 
 const (
-	Next Verdict = -1 // passed on (TCX_NEXT)
-	Pass Verdict = 0  // TCX_PASS
-	Drop Verdict = 2  // TCX_DROP
+	Next = Verdict(dpTcxVerdictTCX_NEXT) // passed on
+	Pass = Verdict(dpTcxVerdictTCX_PASS)
+	Drop = Verdict(dpTcxVerdictTCX_DROP)
 )
 
 func (v Verdict) String() string {
@@ -26,7 +27,7 @@ func (v Verdict) String() string {
 	case Drop:
 		return "drop"
 	}
-	return fmt.Sprintf("verdict(%d)", int(v))
+	return fmt.Sprintf("verdict(%d)", int32(v))
 }
 
 // skbContext is the head of struct __sk_buff up to ifindex (offset 40):
@@ -53,7 +54,7 @@ func (d *Datapath) Run(h Hook, ifindex int, frame []byte) (Verdict, error) {
 	if err != nil {
 		return 0, fmt.Errorf("test run: %w", err)
 	}
-	return Verdict(int32(ret)), nil
+	return Verdict(ret), nil
 }
 
 // BenchmarkIfindex is the vNIC index Benchmark's runs appear on: without a

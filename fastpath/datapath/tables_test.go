@@ -21,15 +21,14 @@ func TestResizeKeepsChangesMadeDuringTheCopy(t *testing.T) {
 	f := newFixture(t, allowAllOut())
 	f.out(tcpFrame(t, guest4, remote4, 40000, 80, SYN))
 	f.in(tcpFrame(t, remote4, guest4, 80, 40000, SYNACK))
-	resizeCopiedHook = func(slot uint32, table string) {
+	copied := func(table string) {
 		if table == "tcp" {
 			// The handshake completes after the first copy, in the
 			// old table.
 			f.out(tcpFrame(t, guest4, remote4, 40000, 80, ACK))
 		}
 	}
-	defer func() { resizeCopiedHook = nil }()
-	if err := f.d.ResizeTables(f.slot, 2000, 2000); err != nil {
+	if err := f.d.resizeTables(f.slot, 2000, 2000, copied); err != nil {
 		t.Fatal(err)
 	}
 	c := f.conn(6, 40000)
@@ -85,17 +84,15 @@ func TestSweepKeepsFlowsSeenDuringTheWalk(t *testing.T) {
 	f := newFixture(t, allowAllOut())
 	pkt := func() []byte { return udpFrame(t, guest4, remote4, 5000, 53) }
 	f.out(pkt())
-	sweepVisitHook = func(m *ebpf.Map, k dpConnKey) { f.out(pkt()) }
-	defer func() { sweepVisitHook = nil }()
+	refresh := func(m *ebpf.Map, k dpConnKey) { f.out(pkt()) }
 	idle := func(uint8, string) time.Duration { return time.Nanosecond }
-	_, otherLive, removed, err := f.d.Sweep(f.slot, idle, Monotonic()+time.Hour)
+	_, otherLive, removed, err := f.d.sweep(f.slot, idle, Monotonic()+time.Hour, refresh)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c := f.conn(17, 5000); c == nil || removed != 0 || otherLive != 1 {
 		t.Fatalf("refreshed flow: %+v, removed %d, live %d", c, removed, otherLive)
 	}
-	sweepVisitHook = nil
 	if _, otherLive, removed, err = f.d.Sweep(f.slot, idle, Monotonic()+time.Hour); err != nil || removed != 1 || otherLive != 0 {
 		t.Fatalf("idle flow: removed %d, live %d, %v", removed, otherLive, err)
 	}
@@ -115,14 +112,13 @@ func TestSweepAbortedWalkKeepsTheLiveCount(t *testing.T) {
 	// Every entry the walk reads is replaced by another: each next step
 	// starts over, until the walk gives up.
 	fresh := uint16(0)
-	sweepVisitHook = func(m *ebpf.Map, k dpConnKey) {
+	replace := func(m *ebpf.Map, k dpConnKey) {
 		_ = m.Delete(k)
 		fresh++
 		k.GuestPort = 10000 + fresh
 		_ = m.Put(k, dpConnVal{LastSeenNs: uint64(Monotonic())})
 	}
-	defer func() { sweepVisitHook = nil }()
-	_, _, _, err = f.d.Sweep(f.slot, func(uint8, string) time.Duration { return time.Hour }, Monotonic())
+	_, _, _, err = f.d.sweep(f.slot, func(uint8, string) time.Duration { return time.Hour }, Monotonic(), replace)
 	if !errors.Is(err, ebpf.ErrIterationAborted) {
 		t.Fatalf("aborted sweep: %v", err)
 	}

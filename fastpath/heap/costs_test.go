@@ -17,7 +17,7 @@ func TestCostModelPredictsTheKernel(t *testing.T) {
 	}
 	t.Logf("entry %d B, bucket %d B, table fixed %d B, vNIC entry %d B, trie entries %v B",
 		c.EntryBytes, c.BucketBytes, c.TableFixed, c.VNICEntryBytes, c.DimEntryBytes)
-	if c.EntryBytes < datapath.ConnKeySize+datapath.ConnValueSize {
+	if c.EntryBytes < uint64(datapath.ConnKeySize+datapath.ConnValueSize) {
 		t.Fatalf("entry cost %d is below key+value size", c.EntryBytes)
 	}
 	for _, n := range []uint32{1, 100, 1000, 5000, 10000, 65536, 100000} {

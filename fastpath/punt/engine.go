@@ -300,7 +300,7 @@ func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 	// saw it, for the slow path and, unchanged, to go back.
 	copy(raw[datapath.PuntMetaSize:], raw[:vnetHdrLen])
 	raw = raw[datapath.PuntMetaSize:]
-	stripFront(raw[:vnetHdrLen], datapath.PuntMetaSize)
+	stripFront(raw[:vnetHdrLen], uint16(datapath.PuntMetaSize))
 	orig := raw[vnetHdrLen:]
 	dir := channel.ToGuest
 	if meta.FromGuest {

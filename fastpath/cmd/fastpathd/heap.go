@@ -145,7 +145,7 @@ func sizeCommand(o *options) *cobra.Command {
 			fmt.Fprintf(w, "Palisade needs\t%s for %d guests\n", heap.FormatSize(total), guests)
 			fit := uint64(0)
 			if fixed := base + reserve; fixed < uint64(heap.DefaultMax) {
-				fit = min((uint64(heap.DefaultMax)-fixed)/g.Total, datapath.MaxGuests)
+				fit = min((uint64(heap.DefaultMax)-fixed)/g.Total, uint64(datapath.MaxGuests))
 			}
 			fmt.Fprintf(w, "  in 256 MiB\t%d such guests fit\n", fit)
 			orig := originalFormula(guests, maxTCP, maxUDP, feat["fw"] || feat["ips"] || feat["wrs"])

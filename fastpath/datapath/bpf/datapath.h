@@ -6,15 +6,27 @@
 
 #include <linux/types.h>
 
-#define MAX_GUESTS 1024
-#define MAX_RULES 16384 /* per policy: 256 bitmap words, 4 summary words */
-#define BITMAP_WORDS (MAX_RULES / 64)
-#define SUMMARY_WORDS (BITMAP_WORDS / 64)
+/* Every constant the Go side shares is an enumerator of a named enum,
+ * anchored in BTF (struct btf_anchor in datapath.c) and listed in bpf2go's
+ * -type flags (gen.go): the Go bindings then carry them as generated
+ * constants, never re-typed. */
 
-/* TCX verdicts (linux/bpf.h of 6.6+; Debian's UAPI headers predate them). */
-#define TCX_NEXT -1
-#define TCX_PASS 0
-#define TCX_DROP 2
+enum limits {
+	MAX_GUESTS = 1024,
+	MAX_RULES = 16384, /* per policy: 256 bitmap words, 4 summary words */
+	BITMAP_WORDS = MAX_RULES / 64,
+	SUMMARY_WORDS = BITMAP_WORDS / 64,
+};
+
+/* TCX verdicts (linux/bpf.h of 6.6+ has them as enum tcx_action_base;
+ * Debian's UAPI headers predate it). TCX_REDIRECT is TC_ACT_REDIRECT, what
+ * bpf_redirect returns. */
+enum tcx_verdict {
+	TCX_NEXT = -1,
+	TCX_PASS = 0,
+	TCX_DROP = 2,
+	TCX_REDIRECT = 7,
+};
 
 enum direction {
 	DIR_FROM_GUEST = 0, /* TCX ingress on the host-side vNIC */
@@ -46,11 +58,13 @@ enum frag_policy {
 };
 
 /* guest_cfg.flags */
-#define CFG_PASS_ARP (1 << 0)
-#define CFG_PASS_ND (1 << 1)
-#define CFG_PASS_NON_IP (1 << 2)
-#define CFG_INSPECT (1 << 3)     /* allowed flows go to deep inspection */
-#define CFG_FAIL_CLOSED (1 << 4) /* inspection unavailable: drop (else pass) */
+enum guest_flags {
+	CFG_PASS_ARP = 1 << 0,
+	CFG_PASS_ND = 1 << 1,
+	CFG_PASS_NON_IP = 1 << 2,
+	CFG_INSPECT = 1 << 3,     /* allowed flows go to deep inspection */
+	CFG_FAIL_CLOSED = 1 << 4, /* inspection unavailable: drop (else pass) */
+};
 
 enum timeout_index {
 	TO_TCP_SYN = 0,
@@ -109,13 +123,18 @@ enum flow_verdict {
 };
 
 /* conn_val.flags */
-#define CONN_FORCE_ALLOW (1 << 0) /* exempt from the invalid-packet policy */
-#define CONN_FIN_GUEST (1 << 1)
-#define CONN_FIN_REMOTE (1 << 2)
-#define CONN_PICKED_UP (1 << 3)
+enum conn_flags {
+	CONN_FORCE_ALLOW = 1 << 0, /* exempt from the invalid-packet policy */
+	CONN_FIN_GUEST = 1 << 1,
+	CONN_FIN_REMOTE = 1 << 2,
+	CONN_PICKED_UP = 1 << 3,
+};
 
-#define INIT_GUEST 0
-#define INIT_REMOTE 1
+/* conn_val.initiator: who opened the connection */
+enum initiator {
+	INIT_GUEST = 0,
+	INIT_REMOTE = 1,
+};
 
 /* Connection key, oriented by the guest: one lookup serves both directions. */
 struct conn_key {
@@ -305,9 +324,14 @@ struct settings {
  * (bpf_skb_change_head) keeps a GSO super-packet a valid GSO packet, where
  * inserting after the Ethernet header would mark it for software
  * segmentation that the metadata then breaks. */
-#define PUNT_MAGIC 0x50554e54 /* "PUNT" */
-#define META_TAP (1 << 0)     /* a copy; the original was delivered */
-#define MARK_PUNT_TAG 0xa0000000 /* high nibble of a held packet's tag */
+enum punt_magic {
+	PUNT_MAGIC = 0x50554e54, /* "PUNT" */
+};
+
+/* punt_meta.flags */
+enum punt_flags {
+	META_TAP = 1 << 0, /* a copy; the original was delivered */
+};
 
 struct punt_meta {
 	__u32 magic;
@@ -321,16 +345,25 @@ struct punt_meta {
 	struct conn_key key;
 };
 
-/* Marks on packets coming back from the slow path, so the vNIC's program
- * does not judge them twice. */
-#define MARK_REINJECTED 0x50414c31 /* "PAL1": a held packet, allowed */
-#define MARK_INJECTED 0x50414c32   /* "PAL2": made by fastpathd (reject) */
+/* Packet marks. A held packet leaves for the punt device tagged with
+ * MARK_PUNT_TAG in its high nibble and its per-CPU sequence number below;
+ * packets coming back from the slow path carry MARK_REINJECTED or
+ * MARK_INJECTED, so the vNIC's program does not judge them twice. */
+enum punt_marks {
+	MARK_PUNT_TAG = 0xa0000000,      /* high nibble of a held packet's tag */
+	MARK_PUNT_TAG_MASK = 0xf0000000, /* where the tag's nibble is */
+	MARK_PUNT_SEQ = 0x0fffffff,      /* where its sequence number is */
+	MARK_REINJECTED = 0x50414c31,    /* "PAL1": a held packet, allowed */
+	MARK_INJECTED = 0x50414c32,      /* "PAL2": made by fastpathd (reject) */
+};
 
 /* fastpathd writes packets back with a mark saying where they go: the vNIC's
  * ifindex, the direction, and whether fastpathd made the packet. */
-#define BACK_TO_GUEST (1u << 31)
-#define BACK_INJECT (1u << 30)
-#define BACK_IFINDEX 0x3fffffff
+enum back_mark {
+	BACK_IFINDEX = 0x3fffffff,
+	BACK_INJECT = 1u << 30,
+	BACK_TO_GUEST = 1u << 31,
+};
 
 struct decision_key {
 	__u32 slot;
