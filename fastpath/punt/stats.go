@@ -7,6 +7,7 @@ type counters struct {
 	reinjected, rejected, answers, droppedByVerdict  uint64
 	offloads, blocks, late, writeErrors, congestions uint64
 	tapVerdicts, tapWouldDrop                        uint64
+	flowDecisionErrors, malformedEvents              uint64
 	verdicts                                         [4]uint64 // by channel.Action
 	failOpen, failClosed                             map[string]uint64
 }
@@ -34,7 +35,11 @@ type Stats struct {
 	Malformed        uint64            `json:"malformed"`
 	WriteErrors      uint64            `json:"write_errors"`
 	Congestions      uint64            `json:"congestions"` // times a guest reached its bound and the datapath shed
-	Bound            bool              `json:"slow_path_bound"`
+	// Offload or block decisions the datapath could not be told (the flow
+	// stays punted until one of its packets tries again).
+	FlowDecisionErrors uint64 `json:"flow_decision_errors"`
+	MalformedEvents    uint64 `json:"malformed_events"` // slow-path events not understood
+	Bound              bool   `json:"slow_path_bound"`
 }
 
 // Stats snapshots the counters.
@@ -46,6 +51,7 @@ func (e *Engine) Stats() Stats {
 		Rejected: c.rejected, RejectsAnswered: c.answers, DroppedByVerdict: c.droppedByVerdict, Offloads: c.offloads,
 		Blocks: c.blocks, Late: c.late, TapVerdicts: c.tapVerdicts, TapWouldDrop: c.tapWouldDrop,
 		Pending: len(e.byID), PendingBytes: e.totalBytes, Malformed: c.malformed, WriteErrors: c.writeErrors, Congestions: c.congestions,
+		FlowDecisionErrors: c.flowDecisionErrors, MalformedEvents: c.malformedEvents,
 		Bound: e.sess.Load() != nil, Verdicts: map[string]uint64{}, FailOpen: map[string]uint64{}, FailClosed: map[string]uint64{}}
 	for a := channel.ActionAllow; a <= channel.ActionReject; a++ {
 		st.Verdicts[a.String()] = c.verdicts[a]
