@@ -27,9 +27,10 @@ type Guest struct {
 // Config configures an Engine.
 type Config struct {
 	Datapath Datapath
-	// Device is where held packets are read and written back. Nil: New
-	// makes the punt device (Datapath must be a *datapath.Datapath) in
-	// Links' namespace and opens a packet socket on it.
+	// Device is where held packets are read and written back; the engine
+	// closes it when Run ends. Nil: New makes the punt device (Datapath
+	// must be a *datapath.Datapath) in Links' namespace and opens a packet
+	// socket on it.
 	Device  Device
 	Links   *netlink.Handle // fastpathd's namespace; nil: the caller's
 	GuestOf func(slot uint32) (Guest, bool)
@@ -118,9 +119,7 @@ type Engine struct {
 	closing    bool       // the socket is about to close: nothing more is written
 	flushed    *sync.Cond // on e.mu: flushing ended
 
-	// Warnings a broken map, a stuck device or a confused slow path
-	// would repeat for every packet: once a second says it.
-	writeWarn, decisionWarn, eventWarn, beatWarn rateLimit
+	warned warnings
 }
 
 // New makes an engine on cfg.Device, or creates the punt device and opens
@@ -254,8 +253,8 @@ func (e *Engine) tick(ctx context.Context) {
 				continue
 			}
 			lastBeat = now
-			if err := e.dp.Heartbeat(heartbeatTTL); err != nil && e.beatWarn.due(now) {
-				e.log.WithError(err).Warn("datapath heartbeat")
+			if err := e.dp.Heartbeat(heartbeatTTL); err != nil {
+				e.warn(e.log.WithError(err), "datapath heartbeat")
 			}
 		}
 	}
@@ -300,10 +299,10 @@ func (e *Engine) readLoop(ctx context.Context) error {
 			e.mu.Lock()
 			e.c.malformed++
 			e.mu.Unlock()
-			e.log.WithError(err).Warn("held packet lost: larger than any the punt device should carry")
+			e.warn(e.log.WithError(err), "held packet lost: larger than any the punt device should carry")
 			continue
 		case transientReadError(err):
-			e.log.WithError(err).Warn("reading held packets")
+			e.warn(e.log.WithError(err), "reading held packets")
 			continue
 		case err != nil:
 			flush()
@@ -339,31 +338,19 @@ func (e *Engine) readLoop(ctx context.Context) error {
 // a held (not tapped) packet, a held entry. ok=false: decided already.
 func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 	defer e.flush()
-	if len(raw) < vnetHdrLen+14+datapath.PuntMetaSize {
-		e.mu.Lock()
-		e.c.malformed++
-		e.mu.Unlock()
-		return channel.PuntRecord{}, nil, false
-	}
-	meta, err := datapath.ParsePuntMeta(raw[vnetHdrLen:])
+	meta, raw, err := unwrap(raw)
 	if err != nil {
 		e.mu.Lock()
 		e.c.malformed++
 		e.mu.Unlock()
-		e.log.WithError(err).Warn("held packet without metadata")
+		e.warn(e.log.WithError(err), "held packet without metadata")
 		return channel.PuntRecord{}, nil, false
 	}
-	// Drop the metadata in place: what remains is the packet as the vNIC
-	// saw it, for the slow path and, unchanged, to go back.
-	copy(raw[datapath.PuntMetaSize:], raw[:vnetHdrLen])
-	raw = raw[datapath.PuntMetaSize:]
-	stripFront(raw[:vnetHdrLen], datapath.PuntMetaSize)
-	orig := raw[vnetHdrLen:]
 	dir := channel.ToGuest
 	if meta.FromGuest {
 		dir = channel.FromGuest
 	}
-	rec := channel.PuntRecord{Guest: meta.Slot, Direction: dir, FlowID: meta.FlowID, PacketID: meta.PacketID, Data: orig}
+	rec := channel.PuntRecord{Guest: meta.Slot, Direction: dir, FlowID: meta.FlowID, PacketID: meta.PacketID, Data: raw[vnetHdrLen:]}
 	if meta.Flags&datapath.MetaTap != 0 {
 		rec.Flags = channel.PuntTapCopy
 		e.mu.Lock()
@@ -371,6 +358,32 @@ func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 		e.mu.Unlock()
 		return rec, nil, true
 	}
+	if h := e.hold(meta, raw); h != nil {
+		return rec, h, true
+	}
+	return channel.PuntRecord{}, nil, false
+}
+
+// unwrap reads a held packet's metadata and drops it in place: what remains
+// is the virtio header and the packet as the vNIC saw it, for the slow path
+// and, unchanged, to go back.
+func unwrap(raw []byte) (datapath.PuntMeta, []byte, error) {
+	if len(raw) < vnetHdrLen+14+datapath.PuntMetaSize {
+		return datapath.PuntMeta{}, nil, fmt.Errorf("a %d-byte frame is shorter than a held packet's metadata", len(raw))
+	}
+	meta, err := datapath.ParsePuntMeta(raw[vnetHdrLen:])
+	if err != nil {
+		return meta, nil, err
+	}
+	copy(raw[datapath.PuntMetaSize:], raw[:vnetHdrLen])
+	raw = raw[datapath.PuntMetaSize:]
+	stripFront(raw[:vnetHdrLen], datapath.PuntMetaSize)
+	return meta, raw, nil
+}
+
+// hold keeps a held packet until its verdict, or decides it at once (then
+// it returns nil): its flow is decided already, or no verdict can be had.
+func (e *Engine) hold(meta datapath.PuntMeta, raw []byte) *held {
 	g, known := e.guest(meta.Slot)
 	now := e.clock.Now()
 	h := &held{id: meta.PacketID, slot: meta.Slot, flow: flowKey{meta.Slot, meta.FlowID}, meta: meta, raw: raw,
@@ -409,10 +422,10 @@ func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 	case e.guestPkts[h.slot] > e.cfg.GuestPackets || e.guestBytes[h.slot] > e.cfg.GuestBytes || e.totalBytes > e.cfg.TotalBytes:
 		e.failOne(h, g, "queue full")
 	default:
-		return rec, h, true
+		return h
 	}
 	e.release(fs)
-	return channel.PuntRecord{}, nil, false
+	return nil
 }
 
 // send ships a batch whose payload is size bytes; a batch that cannot be
@@ -510,7 +523,7 @@ func (e *Engine) account(h *held, sign int) {
 		e.congested[h.slot] = true
 		e.c.congestions++
 		if err := e.dp.SetCongested(h.slot, true); err != nil {
-			e.log.WithError(err).Warn("cannot tell the datapath to shed")
+			e.warn(e.log.WithError(err).WithField("slot", h.slot), "cannot tell the datapath to shed")
 		}
 	case e.congested[h.slot] && e.calm(h.slot):
 		e.uncongest(h.slot)
@@ -536,7 +549,7 @@ func (e *Engine) calm(slot uint32) bool {
 func (e *Engine) uncongest(slot uint32) {
 	delete(e.congested, slot)
 	if err := e.dp.SetCongested(slot, false); err != nil {
-		e.log.WithError(err).Warn("cannot tell the datapath to stop shedding")
+		e.warn(e.log.WithError(err).WithField("slot", slot), "cannot tell the datapath to stop shedding")
 	}
 }
 
@@ -614,11 +627,9 @@ func (e *Engine) setFlowDecision(k flowKey, verdict uint8, dropped uint32) bool 
 		return true
 	}
 	e.c.flowDecisionErrors++
-	if e.decisionWarn.due(e.clock.Now()) {
-		e.log.WithError(err).WithFields(logrus.Fields{"slot": k.slot, "flow_id": k.flow, "decision": decisionName(verdict),
-			"flow_decision_errors": e.c.flowDecisionErrors}).
-			Warn("cannot tell the datapath a flow's decision: the flow stays punted until it can")
-	}
+	e.warn(e.log.WithError(err).WithFields(logrus.Fields{"slot": k.slot, "flow_id": k.flow, "decision": decisionName(verdict),
+		"flow_decision_errors": e.c.flowDecisionErrors}),
+		"cannot tell the datapath a flow's decision: the flow stays punted until it can")
 	return false
 }
 
@@ -697,8 +708,8 @@ func (e *Engine) flush() {
 				e.c.answers++
 			}
 		}
-		if failed != nil && e.writeWarn.due(e.clock.Now()) {
-			e.log.WithError(failed).WithField("write_errors", e.c.writeErrors).Warn("writing held packets back")
+		if failed != nil {
+			e.warn(e.log.WithError(failed).WithField("write_errors", e.c.writeErrors), "writing held packets back")
 		}
 		clear(out)
 		e.spare = out[:0]
@@ -839,10 +850,8 @@ func (e *Engine) event(r channel.EventRecord) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.c.malformedEvents++
-	if e.eventWarn.due(e.clock.Now()) {
-		e.log.WithError(err).WithFields(logrus.Fields{"kind": r.Kind.String(), "slot": r.Guest, "body_bytes": len(r.Body),
-			"malformed_events": e.c.malformedEvents}).Warn("slow path event not understood")
-	}
+	e.warn(e.log.WithError(err).WithFields(logrus.Fields{"kind": r.Kind.String(), "slot": r.Guest, "body_bytes": len(r.Body),
+		"malformed_events": e.c.malformedEvents}), "slow path event not understood")
 }
 
 func (e *Engine) verdicts(vs []channel.VerdictRecord) {
@@ -914,15 +923,31 @@ func (e *Engine) flowVerdict(d channel.FlowDecision, fk flowKey, fs *flowState) 
 	}
 }
 
-// rateLimit lets a warning through at most once a second.
-type rateLimit struct{ last time.Time }
+// warn logs msg at most once a second (warnings).
+func (e *Engine) warn(l logrus.FieldLogger, msg string) {
+	if e.warned.due(msg, e.clock.Now()) {
+		l.Warn(msg)
+	}
+}
 
-// due says whether a warning may be logged at now, and if so counts it as
-// logged.
-func (r *rateLimit) due(now time.Time) bool {
-	if now.Sub(r.last) < time.Second {
+// warnings lets each warning through at most once a second: a broken map, a
+// stuck device or a confused slow path would repeat it for every packet. The
+// counters keep the exact totals.
+type warnings struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+// due says whether msg may be logged at now, and if so notes that it was.
+func (w *warnings) due(msg string, now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if last, ok := w.last[msg]; ok && now.Sub(last) < time.Second {
 		return false
 	}
-	r.last = now
+	if w.last == nil {
+		w.last = map[string]time.Time{}
+	}
+	w.last[msg] = now
 	return true
 }
