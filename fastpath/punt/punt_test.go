@@ -70,6 +70,13 @@ func (s *slowPath) unpark(m string) error {
 	return s.verdicts(vs)
 }
 
+// parkedFor is how many packets containing m wait for unpark.
+func (s *slowPath) parkedFor(m string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.parked[m])
+}
+
 // verdicts sends vs (none: nothing); s.mu is held.
 func (s *slowPath) verdicts(vs []channel.VerdictRecord) error {
 	if len(vs) == 0 {

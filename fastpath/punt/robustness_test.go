@@ -104,15 +104,18 @@ func TestHostPressureDoesNotLeaveAGuestShed(t *testing.T) {
 	}
 	// 30 of B's: 43,560 bytes, over half the 64 KiB bound.
 	send(b, "PARK-B", 30)
-	wait.For(t, "B's packets held", func() bool { return r.engine.Stats().Pending == 30 })
+	wait.For(t, "B's packets held at the slow path", func() bool {
+		return r.engine.Stats().Pending == 30 && r.slow.parkedFor("PARK-B") == 30
+	})
 	// A's 16th reaches the bound: A is shed from then on.
 	send(a, "PARK-A", 20)
-	// Every one of A's 20 is accounted for before any is let go: held,
-	// shed by the datapath, or failed by the engine at the bound.
-	wait.ForErr(t, "A congested, its packets held or shed", func() error {
-		st, shed := r.engine.Stats(), r.counters().Drops["punt_shed"]
-		if heldA := st.Pending - 30; st.Congestions == 0 || heldA+int(shed+st.FailClosed["queue full"]) != 20 {
-			return fmt.Errorf("engine %+v, punt_shed %d", st, shed)
+	// Every one of A's 20 is accounted for before any is let go: held (and
+	// at the slow path, whose verdict is let go next), shed by the
+	// datapath, or failed by the engine at the bound.
+	wait.ForErr(t, "A congested, its packets at the slow path or shed", func() error {
+		st, shed, parked := r.engine.Stats(), r.counters().Drops["punt_shed"], r.slow.parkedFor("PARK-A")
+		if heldA := st.Pending - 30; st.Congestions == 0 || heldA != parked || heldA+int(shed+st.FailClosed["queue full"]) != 20 {
+			return fmt.Errorf("engine %+v, punt_shed %d, parked %d", st, shed, parked)
 		}
 		return nil
 	})
