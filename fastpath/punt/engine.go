@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/sirupsen/logrus"
 	"github.com/vishvananda/netlink"
 
@@ -25,9 +26,14 @@ type Guest struct {
 
 // Config configures an Engine.
 type Config struct {
-	Datapath *datapath.Datapath
-	Links    *netlink.Handle // fastpathd's namespace; nil: the caller's
-	GuestOf  func(slot uint32) (Guest, bool)
+	Datapath Datapath
+	// Device is where held packets are read and written back; the engine
+	// closes it when Run ends. Nil: New makes the punt device (Datapath
+	// must be a *datapath.Datapath) in Links' namespace and opens a packet
+	// socket on it.
+	Device  Device
+	Links   *netlink.Handle // fastpathd's namespace; nil: the caller's
+	GuestOf func(slot uint32) (Guest, bool)
 	// VerdictTimeout bounds how long a packet is held (default 50ms).
 	VerdictTimeout time.Duration
 	// Bounds of what is held: per guest (packets and bytes, from the heap
@@ -35,9 +41,14 @@ type Config struct {
 	GuestPackets int
 	GuestBytes   int
 	TotalBytes   int
-	// Events receives the slow path's events (alerts).
-	Events func(channel.EventRecord)
+	// Events receives the slow path's events (alerts). An error says the
+	// event could not be understood: it is counted (malformed_events) and
+	// logged.
+	Events func(channel.EventRecord) error
 	Log    logrus.FieldLogger
+	// Clock times verdicts, the heartbeat and idle flows; nil: the real
+	// one.
+	Clock clockwork.Clock
 }
 
 type flowKey struct {
@@ -74,15 +85,17 @@ type flowState struct {
 	offload  bool    // the slow path offloaded it: allow without asking
 	blocked  bool    // the slow path blocked it: drop without asking
 	dropped  uint32  // held packets of it we dropped (for the offload hand-over)
+	unsynced bool    // the datapath was not told offload or block: tell it again
 	lastSeen time.Time
 }
 
 // Engine moves held packets between the datapath and the slow path.
 type Engine struct {
-	cfg  Config
-	dp   *datapath.Datapath
-	sock *packetSocket
-	log  logrus.FieldLogger
+	cfg   Config
+	dp    Datapath
+	dev   Device
+	log   logrus.FieldLogger
+	clock clockwork.Clock
 
 	sess atomic.Pointer[channel.Session]
 
@@ -105,14 +118,35 @@ type Engine struct {
 	flushing   bool
 	closing    bool       // the socket is about to close: nothing more is written
 	flushed    *sync.Cond // on e.mu: flushing ended
-	writeWarn  time.Time  // when a failed write was last logged
+
+	warned warnings
 }
 
-// New creates the punt device and opens the engine's packet socket on it.
+// New makes an engine on cfg.Device, or creates the punt device and opens
+// the engine's packet socket on it.
 func New(cfg Config) (*Engine, error) {
 	if cfg.Datapath == nil || cfg.GuestOf == nil {
 		return nil, errors.New("punt: Datapath and GuestOf are required")
 	}
+	setDefaults(&cfg)
+	if cfg.Device == nil {
+		dev, err := openDevice(cfg.Datapath, cfg.Links)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Device = dev
+	}
+	e := newEngine(cfg)
+	// Nothing is held and no slow path is bound yet, whatever an earlier
+	// fastpathd left in the pinned maps: a guest it was shedding must not
+	// stay shed for good, nor packets be punted to a session not there.
+	if err := errors.Join(e.dp.SetSlowPath(false), e.clearCongestion()); err != nil {
+		return nil, errors.Join(err, cfg.Device.Close())
+	}
+	return e, nil
+}
+
+func setDefaults(cfg *Config) {
 	if cfg.VerdictTimeout <= 0 {
 		cfg.VerdictTimeout = 50 * time.Millisecond
 	}
@@ -128,28 +162,27 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
-	inIfindex, err := cfg.Datapath.EnsurePuntDevice(cfg.Links)
-	if err != nil {
-		return nil, err
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
 	}
-	sock, err := openPacketSocket(inIfindex)
-	if err != nil {
-		return nil, err
-	}
-	e := newEngine(cfg, sock)
-	// Nothing is held and no slow path is bound yet, whatever an earlier
-	// fastpathd left in the pinned maps: a guest it was shedding must not
-	// stay shed for good, nor packets be punted to a session not there.
-	err = errors.Join(e.dp.SetSlowPath(false), e.clearCongestion())
-	if err != nil {
-		_ = sock.close()
-		return nil, err
-	}
-	return e, nil
 }
 
-func newEngine(cfg Config, sock *packetSocket) *Engine {
-	e := &Engine{cfg: cfg, dp: cfg.Datapath, sock: sock, log: cfg.Log, byID: map[uint64]*held{},
+// openDevice makes the punt device in links' namespace and opens a packet
+// socket on it (in the caller's namespace: the socket belongs to it).
+func openDevice(dp Datapath, links *netlink.Handle) (Device, error) {
+	maker, ok := dp.(puntDevices)
+	if !ok {
+		return nil, fmt.Errorf("punt: no Device, and a %T cannot make the punt device", dp)
+	}
+	inIfindex, err := maker.EnsurePuntDevice(links)
+	if err != nil {
+		return nil, err
+	}
+	return openPacketSocket(inIfindex)
+}
+
+func newEngine(cfg Config) *Engine {
+	e := &Engine{cfg: cfg, dp: cfg.Datapath, dev: cfg.Device, log: cfg.Log, clock: cfg.Clock, byID: map[uint64]*held{},
 		flows: map[flowKey]*flowState{}, guestPkts: map[uint32]int{}, guestBytes: map[uint32]int{}, congested: map[uint32]bool{}}
 	e.c.failOpen, e.c.failClosed = map[string]uint64{}, map[string]uint64{}
 	e.flushed = sync.NewCond(&e.mu)
@@ -170,45 +203,69 @@ func (e *Engine) clearCongestion() error {
 	return errors.Join(errs...)
 }
 
+// How the engine keeps time: held packets are looked at every tick, the
+// heartbeat is refreshed every beatEvery and tells the datapath fastpathd is
+// alive for heartbeatTTL.
+const (
+	tickEvery    = 5 * time.Millisecond
+	beatEvery    = 100 * time.Millisecond
+	heartbeatTTL = 500 * time.Millisecond
+)
+
 // Run reads held packets, expires verdicts and keeps the datapath's
 // heartbeat until ctx ends or reading fails; then every held packet gets its
 // guest's fail decision and the datapath stops punting.
 func (e *Engine) Run(parent context.Context) error {
-	if err := e.dp.Heartbeat(500 * time.Millisecond); err != nil {
-		return err
+	if err := e.dp.Heartbeat(heartbeatTTL); err != nil {
+		return fmt.Errorf("datapath heartbeat: %w", err)
 	}
 	// The heartbeat stops with the reader: a datapath must not go on
-	// punting to a socket nobody reads.
+	// punting to a device nobody reads.
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(5 * time.Millisecond)
-		defer t.Stop()
-		beats := 0
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				e.expire(now)
-				if beats++; beats%20 == 0 {
-					if err := e.dp.Heartbeat(500 * time.Millisecond); err != nil {
-						e.log.WithError(err).Warn("datapath heartbeat")
-					}
-				}
-			}
-		}
-	}()
+	go func() { defer wg.Done(); e.tick(ctx) }()
 	err := e.readLoop(ctx)
 	cancel()
 	wg.Wait()
-	// Stop punting before letting go of what is held, so nothing new
-	// arrives at a socket about to close.
-	_ = e.dp.SetSlowPath(false)
-	_ = e.dp.Heartbeat(0)
+	e.stop()
+	return errors.Join(err, e.dev.Close())
+}
+
+// tick expires late verdicts and keeps the heartbeat until ctx ends. The
+// heartbeat goes by the clock, not by counting ticks: a busy machine
+// delivers fewer ticks.
+func (e *Engine) tick(ctx context.Context) {
+	t := e.clock.NewTicker(tickEvery)
+	defer t.Stop()
+	lastBeat := e.clock.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.Chan():
+			// The time now, not the tick's: ticks that came while
+			// this goroutine was busy are dropped.
+			now := e.clock.Now()
+			e.expire(now)
+			if now.Sub(lastBeat) < beatEvery {
+				continue
+			}
+			lastBeat = now
+			if err := e.dp.Heartbeat(heartbeatTTL); err != nil {
+				e.warn(e.log.WithError(err), "datapath heartbeat")
+			}
+		}
+	}
+}
+
+// stop ends punting, then lets go of what is held (in that order: nothing
+// new may arrive at a device about to close) and waits for the last write.
+func (e *Engine) stop() {
+	if err := errors.Join(e.dp.SetSlowPath(false), e.dp.Heartbeat(0)); err != nil {
+		e.log.WithError(err).Warn("cannot tell the datapath to stop punting: it stops by itself once the heartbeat lapses")
+	}
 	e.failAll("shutdown")
 	e.mu.Lock()
 	e.closing = true
@@ -216,7 +273,6 @@ func (e *Engine) Run(parent context.Context) error {
 		e.flushed.Wait()
 	}
 	e.mu.Unlock()
-	return errors.Join(err, e.sock.close())
 }
 
 // readBufSize holds the largest frame the punt device delivers: the virtio
@@ -237,16 +293,16 @@ func (e *Engine) readLoop(ctx context.Context) error {
 		batch, batchHeld, size = batch[:0], batchHeld[:0], 2
 	}
 	for ctx.Err() == nil {
-		n, ok, err := e.sock.read(buf)
+		n, ok, err := e.dev.Read(buf)
 		switch {
-		case errors.Is(err, errTruncated):
+		case errors.Is(err, ErrTruncated):
 			e.mu.Lock()
 			e.c.malformed++
 			e.mu.Unlock()
-			e.log.WithError(err).Warn("held packet lost: larger than any the punt device should carry")
+			e.warn(e.log.WithError(err), "held packet lost: larger than any the punt device should carry")
 			continue
 		case transientReadError(err):
-			e.log.WithError(err).Warn("reading held packets")
+			e.warn(e.log.WithError(err), "reading held packets")
 			continue
 		case err != nil:
 			flush()
@@ -254,7 +310,7 @@ func (e *Engine) readLoop(ctx context.Context) error {
 		}
 		if !ok {
 			flush() // nothing more waiting: send what we have now
-			if err := e.sock.wait(100); err != nil {
+			if err := e.dev.Wait(100 * time.Millisecond); err != nil {
 				return fmt.Errorf("punt socket: %w", err)
 			}
 			continue
@@ -282,31 +338,19 @@ func (e *Engine) readLoop(ctx context.Context) error {
 // a held (not tapped) packet, a held entry. ok=false: decided already.
 func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 	defer e.flush()
-	if len(raw) < vnetHdrLen+14+datapath.PuntMetaSize {
-		e.mu.Lock()
-		e.c.malformed++
-		e.mu.Unlock()
-		return channel.PuntRecord{}, nil, false
-	}
-	meta, err := datapath.ParsePuntMeta(raw[vnetHdrLen:])
+	meta, raw, err := unwrap(raw)
 	if err != nil {
 		e.mu.Lock()
 		e.c.malformed++
 		e.mu.Unlock()
-		e.log.WithError(err).Warn("held packet without metadata")
+		e.warn(e.log.WithError(err), "held packet without metadata")
 		return channel.PuntRecord{}, nil, false
 	}
-	// Drop the metadata in place: what remains is the packet as the vNIC
-	// saw it, for the slow path and, unchanged, to go back.
-	copy(raw[datapath.PuntMetaSize:], raw[:vnetHdrLen])
-	raw = raw[datapath.PuntMetaSize:]
-	stripFront(raw[:vnetHdrLen], uint16(datapath.PuntMetaSize))
-	orig := raw[vnetHdrLen:]
 	dir := channel.ToGuest
 	if meta.FromGuest {
 		dir = channel.FromGuest
 	}
-	rec := channel.PuntRecord{Guest: meta.Slot, Direction: dir, FlowID: meta.FlowID, PacketID: meta.PacketID, Data: orig}
+	rec := channel.PuntRecord{Guest: meta.Slot, Direction: dir, FlowID: meta.FlowID, PacketID: meta.PacketID, Data: raw[vnetHdrLen:]}
 	if meta.Flags&datapath.MetaTap != 0 {
 		rec.Flags = channel.PuntTapCopy
 		e.mu.Lock()
@@ -314,9 +358,36 @@ func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 		e.mu.Unlock()
 		return rec, nil, true
 	}
+	if h := e.hold(meta, raw); h != nil {
+		return rec, h, true
+	}
+	return channel.PuntRecord{}, nil, false
+}
+
+// unwrap reads a held packet's metadata and drops it in place: what remains
+// is the virtio header and the packet as the vNIC saw it, for the slow path
+// and, unchanged, to go back.
+func unwrap(raw []byte) (datapath.PuntMeta, []byte, error) {
+	if len(raw) < vnetHdrLen+14+datapath.PuntMetaSize {
+		return datapath.PuntMeta{}, nil, fmt.Errorf("a %d-byte frame is shorter than a held packet's metadata", len(raw))
+	}
+	meta, err := datapath.ParsePuntMeta(raw[vnetHdrLen:])
+	if err != nil {
+		return meta, nil, err
+	}
+	copy(raw[datapath.PuntMetaSize:], raw[:vnetHdrLen])
+	raw = raw[datapath.PuntMetaSize:]
+	stripFront(raw[:vnetHdrLen], uint16(datapath.PuntMetaSize))
+	return meta, raw, nil
+}
+
+// hold keeps a held packet until its verdict, or decides it at once (then
+// it returns nil): its flow is decided already, or no verdict can be had.
+func (e *Engine) hold(meta datapath.PuntMeta, raw []byte) *held {
 	g, known := e.guest(meta.Slot)
+	now := e.clock.Now()
 	h := &held{id: meta.PacketID, slot: meta.Slot, flow: flowKey{meta.Slot, meta.FlowID}, meta: meta, raw: raw,
-		mark: datapath.BackMark(meta.Ifindex, !meta.FromGuest, false), deadline: time.Now().Add(e.cfg.VerdictTimeout)}
+		mark: datapath.BackMark(meta.Ifindex, !meta.FromGuest, false), deadline: now.Add(e.cfg.VerdictTimeout)}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.c.held++
@@ -325,7 +396,12 @@ func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 		fs = &flowState{}
 		e.flows[h.flow] = fs
 	}
-	fs.lastSeen = time.Now()
+	fs.lastSeen = now
+	if fs.unsynced {
+		// The datapath still punts a flow it was not told about: this
+		// packet is the next chance to tell it.
+		e.syncFlow(h.flow, fs)
+	}
 	fs.queue = append(fs.queue, h)
 	e.byID[h.id] = h
 	e.order = append(e.order, h)
@@ -346,10 +422,10 @@ func (e *Engine) take(raw []byte) (channel.PuntRecord, *held, bool) {
 	case e.guestPkts[h.slot] > e.cfg.GuestPackets || e.guestBytes[h.slot] > e.cfg.GuestBytes || e.totalBytes > e.cfg.TotalBytes:
 		e.failOne(h, g, "queue full")
 	default:
-		return rec, h, true
+		return h
 	}
 	e.release(fs)
-	return channel.PuntRecord{}, nil, false
+	return nil
 }
 
 // send ships a batch whose payload is size bytes; a batch that cannot be
@@ -447,7 +523,7 @@ func (e *Engine) account(h *held, sign int) {
 		e.congested[h.slot] = true
 		e.c.congestions++
 		if err := e.dp.SetCongested(h.slot, true); err != nil {
-			e.log.WithError(err).Warn("cannot tell the datapath to shed")
+			e.warn(e.log.WithError(err).WithField("slot", h.slot), "cannot tell the datapath to shed")
 		}
 	case e.congested[h.slot] && e.calm(h.slot):
 		e.uncongest(h.slot)
@@ -473,7 +549,7 @@ func (e *Engine) calm(slot uint32) bool {
 func (e *Engine) uncongest(slot uint32) {
 	delete(e.congested, slot)
 	if err := e.dp.SetCongested(slot, false); err != nil {
-		e.log.WithError(err).Warn("cannot tell the datapath to stop shedding")
+		e.warn(e.log.WithError(err).WithField("slot", slot), "cannot tell the datapath to stop shedding")
 	}
 }
 
@@ -526,8 +602,45 @@ func (e *Engine) finish(h *held, fs *flowState) {
 func (e *Engine) dropped(h *held, fs *flowState) {
 	fs.dropped++
 	if fs.offload {
-		_ = e.dp.SetFlowDecision(h.slot, h.flow.flow, datapath.DecideOffload, fs.dropped)
+		e.syncFlow(h.flow, fs)
 	}
+}
+
+// syncFlow tells the datapath what was decided for a flow: block, or
+// offload once every held packet of it not dropped is back. On failure the
+// flow's next held packet tries again; meanwhile the engine decides the
+// flow's packets itself, so a failure costs the kernel's shortcut, never a
+// packet. Under e.mu.
+func (e *Engine) syncFlow(k flowKey, fs *flowState) {
+	verdict, dropped := uint8(datapath.DecideOffload), fs.dropped
+	if fs.blocked {
+		verdict, dropped = datapath.DecideBlock, 0
+	}
+	fs.unsynced = !e.setFlowDecision(k, verdict, dropped)
+}
+
+// setFlowDecision tells the datapath a flow's decision; a failure is counted
+// (flow_decision_errors) and logged at most once a second. Under e.mu.
+func (e *Engine) setFlowDecision(k flowKey, verdict uint8, dropped uint32) bool {
+	err := e.dp.SetFlowDecision(k.slot, k.flow, verdict, dropped)
+	if err == nil {
+		return true
+	}
+	e.c.flowDecisionErrors++
+	e.warn(e.log.WithError(err).WithFields(logrus.Fields{"slot": k.slot, "flow_id": k.flow, "decision": decisionName(verdict),
+		"flow_decision_errors": e.c.flowDecisionErrors}),
+		"cannot tell the datapath a flow's decision: the flow stays punted until it can")
+	return false
+}
+
+func decisionName(verdict uint8) string {
+	switch verdict {
+	case datapath.DecideOffload:
+		return "offload"
+	case datapath.DecideBlock:
+		return "block"
+	}
+	return fmt.Sprint(verdict)
 }
 
 // answer sends a rejected packet's sender the slow path's reply or a reset.
@@ -572,9 +685,10 @@ func (e *Engine) flush() {
 		out := e.out
 		e.out = e.spare[:0]
 		e.mu.Unlock()
+		// The device's own wait, in real time whatever e.clock says.
 		deadline := time.Now().Add(writeBudget)
 		for i := range out {
-			out[i].err = e.sock.write(out[i].b, out[i].mark, deadline)
+			out[i].err = e.dev.Write(out[i].b, out[i].mark, deadline)
 		}
 		e.mu.Lock()
 		var failed error
@@ -594,9 +708,8 @@ func (e *Engine) flush() {
 				e.c.answers++
 			}
 		}
-		if now := time.Now(); failed != nil && now.Sub(e.writeWarn) >= time.Second {
-			e.writeWarn = now // a stuck device fails every write: once a second says it
-			e.log.WithError(failed).WithField("write_errors", e.c.writeErrors).Warn("writing held packets back")
+		if failed != nil {
+			e.warn(e.log.WithError(failed).WithField("write_errors", e.c.writeErrors), "writing held packets back")
 		}
 		clear(out)
 		e.spare = out[:0]
@@ -717,12 +830,28 @@ func (e *Engine) HandleFrame(f channel.Frame) error {
 		}
 		for _, r := range recs {
 			r.Body = append([]byte(nil), r.Body...)
-			if e.cfg.Events != nil {
-				e.cfg.Events(r)
-			}
+			e.event(r)
 		}
 	}
 	return nil
+}
+
+// event hands one of the slow path's events on; one it cannot be made
+// sense of is counted and logged, at most once a second (a slow path that
+// sends them sends many).
+func (e *Engine) event(r channel.EventRecord) {
+	if e.cfg.Events == nil {
+		return
+	}
+	err := e.cfg.Events(r)
+	if err == nil {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.c.malformedEvents++
+	e.warn(e.log.WithError(err).WithFields(logrus.Fields{"kind": r.Kind.String(), "slot": r.Guest, "body_bytes": len(r.Body),
+		"malformed_events": e.c.malformedEvents}), "slow path event not understood")
 }
 
 func (e *Engine) verdicts(vs []channel.VerdictRecord) {
@@ -734,43 +863,11 @@ func (e *Engine) verdicts(vs []channel.VerdictRecord) {
 		h := e.byID[v.PacketID]
 		fk := flowKey{v.Guest, v.FlowID}
 		if h == nil || h.flow != fk {
-			// A tap copy's verdict, or one that came after its packet
-			// was decided by timeout.
-			if g, ok := e.cfg.GuestOf(v.Guest); ok && g.Tap {
-				e.c.tapVerdicts++
-				if v.Action != channel.ActionAllow {
-					e.c.tapWouldDrop++
-				}
-				if v.Flow == channel.FlowOffload {
-					_ = e.dp.SetFlowDecision(v.Guest, v.FlowID, datapath.DecideOffload, 0)
-				}
-			} else {
-				e.c.late++
-			}
+			e.unheldVerdict(v, fk)
 			continue
 		}
 		fs := e.flows[fk]
-		switch v.Flow {
-		case channel.FlowOffload:
-			if !fs.offload && !fs.blocked {
-				fs.offload = true
-				e.c.offloads++
-				// The datapath switches once every held packet of the
-				// flow has come back; those still held are passed on in
-				// order as their own verdicts arrive.
-				if err := e.dp.SetFlowDecision(v.Guest, v.FlowID, datapath.DecideOffload, fs.dropped); err != nil {
-					e.log.WithError(err).Warn("offloading a flow")
-				}
-			}
-		case channel.FlowBlock:
-			if !fs.blocked {
-				fs.blocked, fs.offload = true, false
-				e.c.blocks++
-				if err := e.dp.SetFlowDecision(v.Guest, v.FlowID, datapath.DecideBlock, 0); err != nil {
-					e.log.WithError(err).Warn("blocking a flow")
-				}
-			}
-		}
+		e.flowVerdict(v.Flow, fk, fs)
 		var reply []byte
 		if len(v.Reply) > 0 {
 			reply = append([]byte(nil), v.Reply...)
@@ -783,4 +880,74 @@ func (e *Engine) verdicts(vs []channel.VerdictRecord) {
 		}
 		e.release(fs)
 	}
+}
+
+// unheldVerdict takes a verdict for no packet held: a tap copy's, or one
+// that came after its packet was decided by timeout. Under e.mu.
+func (e *Engine) unheldVerdict(v channel.VerdictRecord, fk flowKey) {
+	g, ok := e.cfg.GuestOf(v.Guest)
+	if !ok || !g.Tap {
+		e.c.late++
+		return
+	}
+	e.c.tapVerdicts++
+	if v.Action != channel.ActionAllow {
+		e.c.tapWouldDrop++
+	}
+	if v.Flow == channel.FlowOffload {
+		// A tap flow has no state here to retry from: the verdict on
+		// its next copy tries again. The failure is counted and logged.
+		e.setFlowDecision(fk, datapath.DecideOffload, 0)
+	}
+}
+
+// flowVerdict applies what the slow path decided for a held packet's whole
+// flow. Under e.mu.
+func (e *Engine) flowVerdict(d channel.FlowDecision, fk flowKey, fs *flowState) {
+	switch d {
+	case channel.FlowOffload:
+		if !fs.offload && !fs.blocked {
+			fs.offload = true
+			e.c.offloads++
+			// The datapath switches once every held packet of the flow
+			// has come back; those still held are passed on in order
+			// as their own verdicts arrive.
+			e.syncFlow(fk, fs)
+		}
+	case channel.FlowBlock:
+		if !fs.blocked {
+			fs.blocked, fs.offload = true, false
+			e.c.blocks++
+			e.syncFlow(fk, fs)
+		}
+	}
+}
+
+// warn logs msg at most once a second (warnings).
+func (e *Engine) warn(l logrus.FieldLogger, msg string) {
+	if e.warned.due(msg, e.clock.Now()) {
+		l.Warn(msg)
+	}
+}
+
+// warnings lets each warning through at most once a second: a broken map, a
+// stuck device or a confused slow path would repeat it for every packet. The
+// counters keep the exact totals.
+type warnings struct {
+	mu   sync.Mutex
+	last map[string]time.Time
+}
+
+// due says whether msg may be logged at now, and if so notes that it was.
+func (w *warnings) due(msg string, now time.Time) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if last, ok := w.last[msg]; ok && now.Sub(last) < time.Second {
+		return false
+	}
+	if w.last == nil {
+		w.last = map[string]time.Time{}
+	}
+	w.last[msg] = now
+	return true
 }

@@ -42,7 +42,9 @@ func rejectPacket(frame []byte) ([]byte, error) {
 				rst.Ack++
 			}
 		}
-		_ = rst.SetNetworkLayerForChecksum(net)
+		if err := rst.SetNetworkLayerForChecksum(net); err != nil {
+			return nil, fmt.Errorf("reject: %w", err)
+		}
 		if ip4 != nil {
 			ip4.Protocol = layers.IPProtocolTCP
 			return serialize(buf, opts, ip4, rst)
@@ -66,7 +68,9 @@ func rejectPacket(frame []byte) ([]byte, error) {
 	}
 	ip6.NextHeader = layers.IPProtocolICMPv6
 	icmp := &layers.ICMPv6{TypeCode: layers.CreateICMPv6TypeCode(1, 1)}
-	_ = icmp.SetNetworkLayerForChecksum(ip6)
+	if err := icmp.SetNetworkLayerForChecksum(ip6); err != nil {
+		return nil, fmt.Errorf("reject: %w", err)
+	}
 	return serialize(buf, opts, ip6, icmp, gopacket.Payload(append([]byte{0, 0, 0, 0}, quoted...)))
 }
 

@@ -63,22 +63,19 @@ func openPacketSocket(ifindex int) (*packetSocket, error) {
 	return s, nil
 }
 
-// wait blocks until a frame is readable or timeoutMs passes.
-func (s *packetSocket) wait(timeoutMs int) error {
+// Wait blocks until a frame is readable or timeout passes.
+func (s *packetSocket) Wait(timeout time.Duration) error {
 	fds := []unix.PollFd{{Fd: int32(s.fd), Events: unix.POLLIN}}
-	_, err := unix.Poll(fds, timeoutMs)
+	_, err := unix.Poll(fds, max(1, int(timeout/time.Millisecond)))
 	if errors.Is(err, unix.EINTR) {
 		return nil
 	}
 	return err
 }
 
-// errTruncated: a frame did not fit the read buffer (it is lost).
-var errTruncated = errors.New("frame truncated")
-
-// read returns the next frame with its vnet header, or ok=false if none is
+// Read returns the next frame with its vnet header, or ok=false if none is
 // waiting.
-func (s *packetSocket) read(buf []byte) (n int, ok bool, err error) {
+func (s *packetSocket) Read(buf []byte) (n int, ok bool, err error) {
 	n, _, err = unix.Recvfrom(s.fd, buf, unix.MSG_DONTWAIT|unix.MSG_TRUNC)
 	if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 		return 0, false, nil
@@ -87,7 +84,7 @@ func (s *packetSocket) read(buf []byte) (n int, ok bool, err error) {
 		return 0, false, err
 	}
 	if n > len(buf) {
-		return 0, false, fmt.Errorf("%w: %d bytes, buffer %d", errTruncated, n, len(buf))
+		return 0, false, fmt.Errorf("%w: %d bytes, buffer %d", ErrTruncated, n, len(buf))
 	}
 	return n, true, nil
 }
@@ -99,11 +96,11 @@ func transientReadError(err error) bool {
 	return errors.Is(err, unix.ENETDOWN) || errors.Is(err, unix.ENOBUFS) || errors.Is(err, unix.ENOMEM)
 }
 
-// write sends a frame that starts with its vnet header, with skb mark set
+// Write sends a frame that starts with its vnet header, with skb mark set
 // (it tells the reinject program where the packet goes). While the device
 // is full it tries again until deadline, not longer: a stuck device must not
 // hold up its caller.
-func (s *packetSocket) write(b []byte, mark uint32, deadline time.Time) error {
+func (s *packetSocket) Write(b []byte, mark uint32, deadline time.Time) error {
 	oob := make([]byte, unix.CmsgSpace(4))
 	h := (*unix.Cmsghdr)(unsafe.Pointer(&oob[0]))
 	h.Level, h.Type = unix.SOL_SOCKET, unix.SO_MARK
@@ -140,4 +137,5 @@ func (s *packetSocket) waitWritable(timeout time.Duration) error {
 	return err
 }
 
-func (s *packetSocket) close() error { return unix.Close(s.fd) }
+// Close closes the socket; the device stays.
+func (s *packetSocket) Close() error { return unix.Close(s.fd) }

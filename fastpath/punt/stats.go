@@ -10,6 +10,7 @@ type counters struct {
 	reinjected, rejected, answers, droppedByVerdict  uint64
 	offloads, blocks, late, writeErrors, congestions uint64
 	tapVerdicts, tapWouldDrop                        uint64
+	flowDecisionErrors, malformedEvents              uint64
 	verdicts                                         [4]uint64 // by channel.Action
 	failOpen, failClosed                             map[string]uint64
 }
@@ -27,6 +28,7 @@ func (e *Engine) Stats() Stats {
 		Rejected: c.rejected, RejectsAnswered: c.answers, DroppedByVerdict: c.droppedByVerdict, Offloads: c.offloads,
 		Blocks: c.blocks, Late: c.late, TapVerdicts: c.tapVerdicts, TapWouldDrop: c.tapWouldDrop,
 		Pending: len(e.byID), PendingBytes: e.totalBytes, Malformed: c.malformed, WriteErrors: c.writeErrors, Congestions: c.congestions,
+		FlowDecisionErrors: c.flowDecisionErrors, MalformedEvents: c.malformedEvents,
 		Bound: e.sess.Load() != nil, Verdicts: map[string]uint64{}, FailOpen: map[string]uint64{}, FailClosed: map[string]uint64{}}
 	for a := channel.ActionAllow; a <= channel.ActionReject; a++ {
 		st.Verdicts[a.String()] = c.verdicts[a]

@@ -18,9 +18,18 @@ import (
 	"github.com/palisade/palisade/fastpath/control"
 	"github.com/palisade/palisade/fastpath/policy"
 	"github.com/palisade/palisade/hypervisor/lab"
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 )
 
 var bins lab.Binaries
+
+// How long a connection or request is given: one that must succeed gets as
+// long as only a broken path takes; one that must not gets a moment (a slow
+// machine can only make that pass).
+const (
+	mustAnswer = wait.Limit
+	noAnswer   = 700 * time.Millisecond
+)
 
 func TestMain(m *testing.M) { os.Exit(lab.RunWithBinaries(m, &bins)) }
 
@@ -100,7 +109,7 @@ func (e *env) startSlowpathd(args ...string) *lab.Process {
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), wait.Limit)
 	defer cancel()
 	if err := p.WaitOutput(ctx, "bound to fast path"); err != nil {
 		e.t.Fatal(err)
@@ -111,19 +120,12 @@ func (e *env) startSlowpathd(args ...string) *lab.Process {
 // waitUp waits for fastpathd's control socket to answer.
 func (e *env) waitUp() {
 	e.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	wait.ForErr(e.t, "fastpathd up", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), wait.Limit)
+		defer cancel()
 		_, err := e.api.ListGuests(ctx)
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("fastpathd did not come up: %v\n%s", err, e.output.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err
+	})
 }
 
 // cli runs the fastpathd binary's operator commands against this host.
@@ -180,8 +182,13 @@ func dial(ns *lab.Namespace, addr string, timeout time.Duration) (net.Conn, erro
 }
 
 // roundTrip writes a line and reads it back.
-func roundTrip(c net.Conn, msg string) error {
-	_ = c.SetDeadline(time.Now().Add(3 * time.Second))
+func roundTrip(c net.Conn, msg string) error { return roundTripWithin(c, msg, mustAnswer) }
+
+// roundTripWithin is roundTrip giving up after limit.
+func roundTripWithin(c net.Conn, msg string, limit time.Duration) error {
+	if err := c.SetDeadline(time.Now().Add(limit)); err != nil {
+		return err
+	}
 	if _, err := fmt.Fprintln(c, msg); err != nil {
 		return err
 	}

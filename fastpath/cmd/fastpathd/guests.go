@@ -102,6 +102,8 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 	}
 	activate.Flags().StringVar(&vnic, "vnic", "", "the guest's vNIC on this host")
 	activate.Flags().StringVar(&file, "policy", "", "policy file (JSON)")
+	// MarkFlagRequired fails only for a flag that is not defined; both are,
+	// just above.
 	_ = activate.MarkFlagRequired("vnic")
 	_ = activate.MarkFlagRequired("policy")
 	var polFile string
@@ -205,6 +207,8 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 				fmt.Fprintf(tw, "delivered\treinjected %d, dropped %d, rejected %d\n", st.Reinjected, st.DroppedByVerdict, st.Rejected)
 				fmt.Fprintf(tw, "flows\toffloaded %d, blocked %d\n", st.Offloads, st.Blocks)
 				fmt.Fprintf(tw, "tap\tcopies %d, verdicts %d, would drop %d\n", st.TapCopies, st.TapVerdicts, st.TapWouldDrop)
+				fmt.Fprintf(tw, "problems\tmalformed held packets %d, write errors %d, flow decisions not told %d, events not understood %d\n",
+					st.Malformed, st.WriteErrors, st.FlowDecisionErrors, st.MalformedEvents)
 				for _, k := range sortedKeys(st.FailOpen) {
 					fmt.Fprintf(tw, "fail-open: %s\t%d\n", k, st.FailOpen[k])
 				}

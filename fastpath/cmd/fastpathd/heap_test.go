@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/palisade/palisade/fastpath/control/api"
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 )
 
 func (e *env) heap() api.HeapReport {
@@ -71,7 +72,7 @@ func TestHeapFillsExactlyAndFailsOneGuest(t *testing.T) {
 		t.Fatalf("g3 should not fit: %v\n%s", err, out)
 	}
 	// Everyone hears of it.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), wait.Limit)
 	defer cancel()
 	if err := e.run.Fastpathd.WaitOutput(ctx, `msg="out of memory, guest protection failed"`); err != nil {
 		t.Fatal(err)
@@ -82,9 +83,9 @@ func TestHeapFillsExactlyAndFailsOneGuest(t *testing.T) {
 	if !strings.Contains(appliance.Output(), "guest=g3") {
 		t.Fatalf("slow path log does not name the guest:\n%s", appliance.Output())
 	}
-	ev, _ := e.cli("events", "--guest", "g3")
-	if !strings.Contains(ev, "guest_protection_failed") {
-		t.Fatalf("events:\n%s", ev)
+	ev, err := e.cli("events", "--guest", "g3")
+	if err != nil || !strings.Contains(ev, "guest_protection_failed") {
+		t.Fatalf("events: %v\n%s", err, ev)
 	}
 	r = e.heap()
 	if r.Failures != 1 || r.LastFailure == nil || r.LastFailure.Guest != "g3" || r.LastFailure.Need != per || r.Reserved > r.Max {
@@ -93,7 +94,10 @@ func TestHeapFillsExactlyAndFailsOneGuest(t *testing.T) {
 	if r.KernelReserved != r.KernelMeasured {
 		t.Fatalf("reserved for the kernel %d B, kernel reports %d B", r.KernelReserved, r.KernelMeasured)
 	}
-	text, _ := e.cli("heap")
+	text, err := e.cli("heap")
+	if err != nil {
+		t.Fatalf("heap: %v\n%s", err, text)
+	}
 	for _, want := range []string{"failed reservations  1", "last failure", "g3 needed", "web", "g2", "kernel-measured"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("heap output lacks %q:\n%s", want, text)
@@ -101,7 +105,7 @@ func TestHeapFillsExactlyAndFailsOneGuest(t *testing.T) {
 	}
 	// The protected guests keep working; g3 was never touched.
 	for _, addr := range []string{"198.51.100.10:80", "198.51.100.11:80", "198.51.100.12:80"} {
-		c, err := dial(e.peer.NS, addr, 2*time.Second)
+		c, err := dial(e.peer.NS, addr, mustAnswer)
 		if err != nil {
 			t.Fatalf("%s: %v", addr, err)
 		}
@@ -145,7 +149,7 @@ func TestConnectionFloodStaysInItsGuest(t *testing.T) {
 	}
 	var conns []net.Conn
 	for i := 0; i < 10; i++ {
-		c, err := dial(e.peer.NS, "198.51.100.10:80", 2*time.Second)
+		c, err := dial(e.peer.NS, "198.51.100.10:80", mustAnswer)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,7 +183,9 @@ func TestConnectionFloodStaysInItsGuest(t *testing.T) {
 		t.Fatal(err)
 	}
 	var g2Stats map[string]any
-	_ = json.Unmarshal([]byte(out), &g2Stats)
+	if err := json.Unmarshal([]byte(out), &g2Stats); err != nil {
+		t.Fatalf("stats g2: %v\n%s", err, out)
+	}
 	if n := counter(g2Stats, "counters", "table_full"); n < 4000 {
 		t.Fatalf("g2 table_full %d after 5000 flows into a 200-flow table", n)
 	}

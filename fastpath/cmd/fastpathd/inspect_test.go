@@ -1,13 +1,12 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/palisade/palisade/fastpath/punt"
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 )
 
 const inspectedPolicy = `{"default_action":"deny","inspection":["ips"],"inspection_failure":"%s","rules":[
@@ -38,7 +37,7 @@ func TestInspectionThroughRealDaemons(t *testing.T) {
 	echoServer(t, e.web.NS, "[::]:80")
 	e.activate(strings.Replace(inspectedPolicy, "%s", "open", 1))
 
-	c, err := dial(e.peer.NS, "198.51.100.10:80", 2*time.Second)
+	c, err := dial(e.peer.NS, "198.51.100.10:80", mustAnswer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,12 +53,12 @@ func TestInspectionThroughRealDaemons(t *testing.T) {
 		t.Fatalf("a clean flow should be offloaded after 8 packets: punted %d, offloaded hits %d", punted, offloaded)
 	}
 
-	bad, err := dial(e.peer.NS, "198.51.100.10:80", 2*time.Second)
+	bad, err := dial(e.peer.NS, "198.51.100.10:80", mustAnswer)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer bad.Close()
-	if err := roundTrip(bad, "GET /?q=EVIL-MARKER HTTP/1.1"); err == nil {
+	if err := roundTripWithin(bad, "GET /?q=EVIL-MARKER HTTP/1.1", noAnswer); err == nil {
 		t.Fatal("a request with the marker was answered")
 	}
 	insp := e.inspection()
@@ -68,7 +67,7 @@ func TestInspectionThroughRealDaemons(t *testing.T) {
 	}
 
 	// Kill the slow path mid-stream: the fail-open guest keeps flowing.
-	fresh, err := dial(e.peer.NS, "198.51.100.10:80", 2*time.Second)
+	fresh, err := dial(e.peer.NS, "198.51.100.10:80", mustAnswer)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,12 +89,8 @@ func TestInspectionThroughRealDaemons(t *testing.T) {
 	// A new slowpathd: inspection resumes for new packets.
 	punted = counter(e.stats(), "counters", "punted")
 	e.startSlowpathd("--drop-marker", "EVIL-MARKER", "--offload-after", "8")
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for ctx.Err() == nil && !e.inspection().Bound {
-		time.Sleep(20 * time.Millisecond)
-	}
-	again, err := dial(e.peer.NS, "198.51.100.10:80", 2*time.Second)
+	wait.For(t, "inspection bound again", func() bool { return e.inspection().Bound })
+	again, err := dial(e.peer.NS, "198.51.100.10:80", mustAnswer)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -63,6 +62,15 @@ type storeFlags struct {
 	rulePool   uint32
 }
 
+// check refuses an empty host id: the pin directory would be every host's
+// (and uninstall would remove them all).
+func (s *storeFlags) check() error {
+	if *s.hostID == "" {
+		return errors.New("--host-id is empty (and this host's name is unknown): name the host")
+	}
+	return nil
+}
+
 func (s *storeFlags) pinDir() string    { return filepath.Join(s.bpffs, "palisade", *s.hostID) }
 func (s *storeFlags) stateFile() string { return filepath.Join(s.stateDir, *s.hostID+"-guests.json") }
 func (s *storeFlags) config() datapath.Config {
@@ -72,6 +80,8 @@ func (s *storeFlags) config() datapath.Config {
 func main() {
 	var o options
 	root := daemon.RootCommand("fastpathd", "Palisade fast path: host daemon for the eBPF datapath and the slow-path binding")
+	// An unknown hostname leaves --host-id empty, which the commands that
+	// need it refuse (storeFlags.check).
 	host, _ := os.Hostname()
 	o.store.hostID = &o.hostID
 	f := root.Flags()
@@ -118,6 +128,9 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
+	if err := o.store.check(); err != nil {
+		return err
+	}
 	ep, err := o.binding.Endpoint("listen", o.listen)
 	if err != nil {
 		return err
@@ -140,23 +153,13 @@ func run(o options) error {
 	}
 	log.WithFields(logrus.Fields{"max": o.heapMax, "reserve": o.heapReserve, "entry_bytes": costs.EntryBytes,
 		"bucket_bytes": costs.BucketBytes, "table_fixed_bytes": costs.TableFixed}).Info("heap budget measured from the kernel")
-	var (
-		srv *bindserver.Server
-		agg *events.Aggregator
-	)
-	protectionFailed := func(ex *heap.ExhaustedError) {
-		body, _ := json.Marshal(map[string]any{"guest": ex.Guest, "need_bytes": ex.Need, "free_bytes": ex.Free,
-			"max_bytes": ex.Max, "message": "out of memory, guest protection failed"})
-		now := time.Now()
-		agg.Note(events.Record{Guest: ex.Guest, Kind: "guest_protection_failed", Message: ex.Error(), Count: 1, First: now, Last: now})
-		// A slow path without the events capability is logged once per
-		// binding by the server itself.
-		if err := srv.Publish(channel.EventRecord{Kind: channel.EventGuestProtectionFailed, UnixNano: now.UnixNano(), Body: body}); err != nil && !errors.Is(err, bindserver.ErrNoEvents) {
-			log.WithError(err).WithField("guest", ex.Guest).Warn("could not tell the slow path that guest protection failed")
-		}
-	}
+	// Everything below is made in dependency order, each part from parts
+	// that exist already. The one report that runs against that order (a
+	// refused guest goes to the events and to the slow path, which need
+	// the guests first) waits in refused until reportRefusals runs.
+	refused := make(chan *heap.ExhaustedError, refusalQueue)
 	mgr, err := guests.New(guests.Config{Datapath: dp, StateFile: o.store.stateFile(), Log: log, SweepEvery: o.store.sweepEvery,
-		Budget: budget, Costs: costs, OnProtectionFailed: protectionFailed})
+		Budget: budget, Costs: costs, OnProtectionFailed: queueRefusal(refused, log)})
 	if err != nil {
 		return err
 	}
@@ -165,18 +168,12 @@ func run(o options) error {
 		// reported, and the agent will activate them again.
 		log.WithError(err).Error("some guests could not be restored")
 	}
-	inspector, err := punt.New(punt.Config{Datapath: dp, VerdictTimeout: o.verdictTimeout, Log: log,
-		GuestPackets: int(costs.PuntQueue), GuestBytes: int(costs.PuntQueue * costs.PuntPacketBytes),
-		GuestOf: func(slot uint32) (punt.Guest, bool) {
-			g, ok := mgr.BySlot(slot)
-			return punt.Guest{ID: g.ID, FailClosed: g.FailClosed, Tap: g.Tap}, ok
-		},
-		Events: func(r channel.EventRecord) { agg.Note(alertRecord(mgr, r)) },
-	})
+	agg := events.New(events.Config{Name: mgr.SlotName, Log: log})
+	inspector, err := newInspector(o, dp, mgr, agg, costs, log)
 	if err != nil {
 		return err
 	}
-	srv, err = bindserver.New(bindserver.Config{
+	srv, err := bindserver.New(bindserver.Config{
 		Self:     channel.Identity{Version: channel.Current(), Revision: channel.ProtocolRevision, Capabilities: capabilities, ID: o.hostID},
 		Secret:   secret,
 		Endpoint: ep.String(), Timing: o.binding.Timing, UnboundWarnEvery: o.unboundWarnEvery,
@@ -193,7 +190,6 @@ func run(o options) error {
 	if err != nil {
 		return err
 	}
-	agg = events.New(events.Config{Name: mgr.SlotName, Log: log})
 
 	ctx, stop := daemon.SignalContext()
 	defer stop()
@@ -201,43 +197,43 @@ func run(o options) error {
 		"control_socket": o.controlSocket, "pin_dir": o.store.pinDir(), "guests": mgr.Count()}).Info("fastpathd starting")
 
 	ctl := &server.Server{Guests: mgr, Events: agg, Binding: srv.Status, Inspection: inspector.Stats,
-		Heap: func() (api.HeapReport, error) {
-			r := budget.Snapshot()
-			r.Costs = api.HeapCosts(costs)
-			var err error
-			r.KernelMeasured, err = dp.KernelMemory()
-			return r, err
-		}}
+		Heap: heapReport(budget, costs, dp)}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return srv.Serve(gctx, ln) })
 	g.Go(func() error { return localapi.Serve(gctx, o.controlSocket, ctl.Handler()) })
 	g.Go(func() error { return agg.Run(gctx, rd) })
 	g.Go(func() error { mgr.Run(gctx); return nil })
 	g.Go(func() error { return inspector.Run(gctx) })
+	g.Go(func() error { reportRefusals(gctx, refused, agg.Note, srv.Publish, log); return nil })
 	err = g.Wait()
 	log.WithField("reason", context.Cause(ctx)).Info("fastpathd stopped; the datapath keeps enforcing")
 	return err
 }
 
-// alertRecord turns a slow-path alert (an EVE JSON record) into an event.
-func alertRecord(mgr *guests.Manager, r channel.EventRecord) events.Record {
-	var eve struct {
-		Proto    string `json:"proto"`
-		SrcIP    string `json:"src_ip"`
-		DestIP   string `json:"dest_ip"`
-		DestPort uint16 `json:"dest_port"`
-		Alert    struct {
-			Action    string `json:"action"`
-			SID       uint32 `json:"signature_id"`
-			Signature string `json:"signature"`
-		} `json:"alert"`
+// newInspector makes the inline inspection engine on dp, for mgr's guests;
+// the slow path's alerts go to agg.
+func newInspector(o options, dp *datapath.Datapath, mgr *guests.Manager, agg *events.Aggregator, costs heap.Costs,
+	log logrus.FieldLogger) (*punt.Engine, error) {
+	return punt.New(punt.Config{Datapath: dp, VerdictTimeout: o.verdictTimeout, Log: log,
+		GuestPackets: int(costs.PuntQueue), GuestBytes: int(costs.PuntQueue * costs.PuntPacketBytes),
+		GuestOf: func(slot uint32) (punt.Guest, bool) {
+			g, ok := mgr.BySlot(slot)
+			return punt.Guest{ID: g.ID, FailClosed: g.FailClosed, Tap: g.Tap}, ok
+		},
+		Events: noteAlert(agg.Note, mgr.SlotName),
+	})
+}
+
+// heapReport is the control API's heap answer: the budget's accounts, the
+// costs they use, and what the kernel says it holds.
+func heapReport(budget *heap.Budget, costs heap.Costs, dp *datapath.Datapath) func() (api.HeapReport, error) {
+	return func() (api.HeapReport, error) {
+		r := budget.Snapshot()
+		r.Costs = api.HeapCosts(costs)
+		var err error
+		r.KernelMeasured, err = dp.KernelMemory()
+		return r, err
 	}
-	_ = json.Unmarshal(r.Body, &eve)
-	t := time.Unix(0, r.UnixNano)
-	protos := map[string]uint8{"ICMP": 1, "TCP": 6, "UDP": 17, "IPV6-ICMP": 58}
-	return events.Record{Guest: mgr.SlotName(r.Guest), Kind: r.Kind.String(), RuleID: eve.Alert.SID, Proto: protos[eve.Proto], Src: eve.SrcIP,
-		Dst: eve.DestIP, Dport: eve.DestPort, Count: 1, First: t, Last: t,
-		Message: fmt.Sprintf("%s: %s", eve.Alert.Action, eve.Alert.Signature)}
 }
 
 func uninstallCommand(o *options) *cobra.Command {
@@ -251,6 +247,9 @@ func uninstallCommand(o *options) *cobra.Command {
 			if err == nil {
 				return fmt.Errorf("fastpathd is running on %s: stop it first", o.controlSocket)
 			}
+			if err := o.store.check(); err != nil {
+				return err
+			}
 			if err := datapath.CheckBPFFS(o.store.pinDir()); err != nil {
 				return err
 			}
@@ -262,7 +261,10 @@ func uninstallCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			links, _ := dp.PinnedLinks()
+			links, err := dp.PinnedLinks()
+			if err != nil {
+				return fmt.Errorf("list pinned links: %w", err)
+			}
 			if err := dp.Uninstall(); err != nil {
 				return err
 			}

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"fmt"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 )
 
 const webPolicy = `{
@@ -25,7 +27,7 @@ func TestProtectionEnforcesPolicyOnRealTraffic(t *testing.T) {
 	}
 	// Unprotected: both ports answer.
 	for _, port := range []string{"80", "22"} {
-		c, err := dial(e.peer.NS, "198.51.100.10:"+port, time.Second)
+		c, err := dial(e.peer.NS, "198.51.100.10:"+port, mustAnswer)
 		if err != nil {
 			t.Fatalf("before protection, port %s: %v", port, err)
 		}
@@ -34,7 +36,7 @@ func TestProtectionEnforcesPolicyOnRealTraffic(t *testing.T) {
 	e.activate(webPolicy)
 
 	for _, addr := range []string{"198.51.100.10:80", "[2001:db8::a]:80"} {
-		c, err := dial(e.peer.NS, addr, 2*time.Second)
+		c, err := dial(e.peer.NS, addr, mustAnswer)
 		if err != nil {
 			t.Fatalf("allowed %s: %v", addr, err)
 		}
@@ -44,7 +46,7 @@ func TestProtectionEnforcesPolicyOnRealTraffic(t *testing.T) {
 		c.Close()
 	}
 	for _, addr := range []string{"198.51.100.10:22", "[2001:db8::a]:22"} {
-		c, err := dial(e.peer.NS, addr, 500*time.Millisecond)
+		c, err := dial(e.peer.NS, addr, noAnswer)
 		if err == nil {
 			c.Close()
 			t.Fatalf("denied %s: connected", addr)
@@ -55,7 +57,7 @@ func TestProtectionEnforcesPolicyOnRealTraffic(t *testing.T) {
 	}
 	// The guest may connect out (rule 200), and the replies come back.
 	echoServer(t, e.peer.NS, "0.0.0.0:8080")
-	c, err := dial(e.web.NS, "198.51.100.20:8080", 2*time.Second)
+	c, err := dial(e.web.NS, "198.51.100.20:8080", mustAnswer)
 	if err != nil {
 		t.Fatalf("outbound: %v", err)
 	}
@@ -77,17 +79,16 @@ func TestProtectionEnforcesPolicyOnRealTraffic(t *testing.T) {
 		t.Fatalf("rule hits %v", hits)
 	}
 	// Events: the denied SYNs to 22, folded, and the log-only hits.
-	deadline := time.Now().Add(3 * time.Second)
-	var out string
-	for time.Now().Before(deadline) {
-		out, _ = e.cli("events", "--guest", "web")
-		if strings.Contains(out, "deny") && strings.Contains(out, "log") {
-			break
+	wait.ForErr(t, "the deny and log-only events listed", func() error {
+		out, err := e.cli("events", "--guest", "web")
+		if err != nil || !strings.Contains(out, "deny") || !strings.Contains(out, "log") {
+			return fmt.Errorf("%v\n%s", err, out)
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if !strings.Contains(out, "default_deny") || !strings.Contains(out, "198.51.100.20") {
-		t.Fatalf("events:\n%s", out)
+		return nil
+	})
+	out, err := e.cli("events", "--guest", "web")
+	if err != nil || !strings.Contains(out, "default_deny") || !strings.Contains(out, "198.51.100.20") {
+		t.Fatalf("events: %v\n%s", err, out)
 	}
 	out, err = e.cli("guests")
 	if err != nil || !strings.Contains(out, "web") || !strings.Contains(out, "vnic-web") || !strings.Contains(out, "inline") {
@@ -102,7 +103,7 @@ func TestProtectionEnforcesPolicyOnRealTraffic(t *testing.T) {
 	if out, err := e.cli("deactivate", "web"); err != nil {
 		t.Fatalf("deactivate: %v\n%s", err, out)
 	}
-	c, err = dial(e.peer.NS, "198.51.100.10:22", time.Second)
+	c, err = dial(e.peer.NS, "198.51.100.10:22", mustAnswer)
 	if err != nil {
 		t.Fatalf("after deactivation: %v", err)
 	}

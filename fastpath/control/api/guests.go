@@ -106,5 +106,9 @@ type InspectionStats struct {
 	Malformed        uint64            `json:"malformed"`
 	WriteErrors      uint64            `json:"write_errors"`
 	Congestions      uint64            `json:"congestions"` // times a guest reached its bound and the datapath shed
-	Bound            bool              `json:"slow_path_bound"`
+	// Offload or block decisions the datapath could not be told (the flow
+	// stays punted until one of its packets tries again).
+	FlowDecisionErrors uint64 `json:"flow_decision_errors"`
+	MalformedEvents    uint64 `json:"malformed_events"` // slow-path events not understood
+	Bound              bool   `json:"slow_path_bound"`
 }
