@@ -53,7 +53,7 @@ type BindingStatus struct {
 }
 
 // Print writes the status for an operator.
-func (s BindingStatus) Print(w io.Writer, now time.Time) {
+func (s BindingStatus) Print(w io.Writer, now time.Time) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	row := func(k, v string) { fmt.Fprintf(tw, "%s\t%s\n", k, v) }
 	row("role", s.Role)
@@ -107,7 +107,7 @@ func (s BindingStatus) Print(w io.Writer, now time.Time) {
 		}
 		row("last error", s.LastError+at)
 	}
-	_ = tw.Flush()
+	return tw.Flush()
 }
 
 func list(v []string) string {

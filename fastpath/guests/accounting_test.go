@@ -10,6 +10,7 @@ import (
 
 	"github.com/sirupsen/logrus"
 
+	"github.com/palisade/palisade/fastpath/control/api"
 	"github.com/palisade/palisade/fastpath/datapath"
 	"github.com/palisade/palisade/fastpath/heap"
 	"github.com/palisade/palisade/fastpath/policy"
@@ -120,7 +121,7 @@ func TestReservationsMatchTheKernelsAccounting(t *testing.T) {
 		}
 	}
 	t.Logf("reserved %s of which %s in the kernel, exactly what the kernel reports; base %s",
-		heap.FormatSize(r.Reserved), heap.FormatSize(r.KernelReserved), heap.FormatSize(r.Base))
+		api.FormatSize(r.Reserved), api.FormatSize(r.KernelReserved), api.FormatSize(r.Base))
 }
 
 func TestFullBudgetFailsOnlyTheNewGuest(t *testing.T) {

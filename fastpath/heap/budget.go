@@ -2,10 +2,7 @@ package heap
 
 import (
 	"fmt"
-	"math"
 	"sort"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,7 +26,7 @@ type ExhaustedError struct {
 
 func (e *ExhaustedError) Error() string {
 	return fmt.Sprintf("out of memory, guest protection failed: guest %s needs %s, %s free of %s (raise it with: fastpathd heap set SIZE)",
-		e.Guest, FormatSize(e.Need), FormatSize(e.Free), FormatSize(e.Max))
+		e.Guest, api.FormatSize(e.Need), api.FormatSize(e.Free), api.FormatSize(e.Max))
 }
 
 // BelowReservedError refuses to shrink the budget under what is reserved.
@@ -37,7 +34,7 @@ type BelowReservedError struct{ Max, Reserved uint64 }
 
 func (e *BelowReservedError) Error() string {
 	return fmt.Sprintf("cannot set the heap to %s: %s is reserved (base, migration reserve and guests); deactivate guests first",
-		FormatSize(e.Max), FormatSize(e.Reserved))
+		api.FormatSize(e.Max), api.FormatSize(e.Reserved))
 }
 
 // Budget is the host's memory budget and who holds what.
@@ -56,7 +53,7 @@ type Budget struct {
 func NewBudget(max, reserve, base uint64) (*Budget, error) {
 	if reserve+base > max {
 		return nil, fmt.Errorf("heap of %s cannot hold the datapath (%s) and the migration reserve (%s)",
-			FormatSize(max), FormatSize(base), FormatSize(reserve))
+			api.FormatSize(max), api.FormatSize(base), api.FormatSize(reserve))
 	}
 	return &Budget{max: max, reserve: reserve, base: base, guests: map[string]api.Reservation{}}, nil
 }
@@ -145,45 +142,4 @@ func (b *Budget) Snapshot() api.HeapReport {
 		r.LastFailure = &f
 	}
 	return r
-}
-
-// ParseSize reads "256MiB", "512MB", "1GiB", "300k" or a byte count. Binary
-// and decimal units mean what they say; single letters are binary.
-func ParseSize(s string) (uint64, error) {
-	t := strings.ToUpper(strings.TrimSpace(s))
-	mult := uint64(1)
-	for _, u := range []struct { // longest suffixes first
-		suffix string
-		mult   uint64
-	}{{"KIB", 1 << 10}, {"MIB", 1 << 20}, {"GIB", 1 << 30}, {"TIB", 1 << 40},
-		{"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"TB", 1e12},
-		{"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"T", 1 << 40}, {"B", 1}} {
-		if strings.HasSuffix(t, u.suffix) {
-			t, mult = strings.TrimSpace(strings.TrimSuffix(t, u.suffix)), u.mult
-			break
-		}
-	}
-	v, err := strconv.ParseFloat(t, 64)
-	if err != nil || v < 0 || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, fmt.Errorf("size %q: want a number with an optional unit (KiB, MiB, GiB, KB, MB, GB)", s)
-	}
-	// 2^64 is the first float64 above every uint64: converting it or more
-	// would give an arbitrary result.
-	if b := v * float64(mult); b < math.Exp2(64) {
-		return uint64(b), nil
-	}
-	return 0, fmt.Errorf("size %q: more than 16 EiB", s)
-}
-
-// FormatSize prints bytes with a binary unit.
-func FormatSize(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.2f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	}
-	return fmt.Sprintf("%d B", n)
 }

@@ -127,7 +127,9 @@ func StatusCommand(socket *string) *cobra.Command {
 					return err
 				}
 			} else {
-				st.Print(cmd.OutOrStdout(), time.Now())
+				if err := st.Print(cmd.OutOrStdout(), time.Now()); err != nil {
+					return err
+				}
 			}
 			if requireBound && st.State != channel.StateBound {
 				return fmt.Errorf("not bound (%s)", st.State)

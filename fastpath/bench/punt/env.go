@@ -17,6 +17,7 @@ import (
 	"github.com/palisade/palisade/fastpath/policy"
 	"github.com/palisade/palisade/fastpath/punt"
 	"github.com/palisade/palisade/hypervisor/lab"
+	"github.com/palisade/palisade/hypervisor/lab/wait"
 	"github.com/palisade/palisade/hypervisor/localapi"
 	"github.com/palisade/palisade/slowpath/inspectd"
 )
@@ -175,23 +176,23 @@ func (e *Env) Logs() string {
 }
 
 func (e *Env) waitFastpathd(ctx context.Context) error {
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-		_, err := e.API.ListGuests(c)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil || time.Now().After(deadline) {
-			return fmt.Errorf("fastpathd did not come up: %w\n%s", errors.Join(err, ctx.Err()), e.Logs())
-		}
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	err := wait.Poll(ctx, func(ctx context.Context) error {
 		select {
 		case <-e.Run.Fastpathd.Done():
-			return fmt.Errorf("fastpathd exited: %v\n%s", e.Run.Fastpathd.ExitErr(), e.Logs())
-		case <-time.After(20 * time.Millisecond):
+			return wait.Abort(fmt.Errorf("fastpathd exited: %v", e.Run.Fastpathd.ExitErr()))
+		default:
 		}
+		c, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		_, err := e.API.ListGuests(c)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("fastpathd did not come up: %w\n%s", err, e.Logs())
 	}
+	return nil
 }
 
 // StartSlowpathd (re)starts slowpathd: no rules, no feeds, so its chain is
@@ -214,17 +215,17 @@ func (e *Env) StartSlowpathd(ctx context.Context, offloadAfter int) error {
 	if err := p.WaitOutput(c, "bound to fast path"); err != nil {
 		return err
 	}
-	for {
-		st, err := e.API.Inspection(c)
-		if err == nil && st.Bound {
-			return nil
+	err = wait.Poll(c, func(ctx context.Context) error {
+		st, err := e.API.Inspection(ctx)
+		if err == nil && !st.Bound {
+			err = errors.New("not bound")
 		}
-		select {
-		case <-c.Done():
-			return fmt.Errorf("fastpathd does not see slowpathd bound: %w", errors.Join(err, c.Err()))
-		case <-time.After(10 * time.Millisecond):
-		}
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("fastpathd does not see slowpathd bound: %w", err)
 	}
+	return nil
 }
 
 // Procs are the PIDs of the processes a configuration runs (0: none).

@@ -20,7 +20,7 @@ import (
 func addGuestCommands(root *cobra.Command, socket *string) {
 	var asJSON bool
 	client := func() *control.Client { return control.NewClient(*socket) }
-	out := func(cmd *cobra.Command, v any, text func(w io.Writer)) error {
+	out := func(cmd *cobra.Command, v any, text func(w io.Writer) error) error {
 		return printJSONOr(cmd.OutOrStdout(), asJSON, v, text)
 	}
 	readPolicy := func(path string) (*policy.Policy, error) {
@@ -43,13 +43,13 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 			if err != nil {
 				return err
 			}
-			return out(cmd, gs, func(w io.Writer) {
+			return out(cmd, gs, func(w io.Writer) error {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(tw, "GUEST\tVNIC\tMODE\tRULES\tPOLICY\tPROTECTED SINCE")
 				for _, g := range gs {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%s\n", g.ID, g.VNIC, g.Mode, g.Rules, g.PolicyID, g.ActivatedAt.Format(time.RFC3339))
 				}
-				tw.Flush()
+				return tw.Flush()
 			})
 		},
 	}
@@ -62,7 +62,7 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 			if err != nil {
 				return err
 			}
-			return out(cmd, st, func(w io.Writer) {
+			return out(cmd, st, func(w io.Writer) error {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 				fmt.Fprintf(tw, "guest\t%s (vNIC %s, slot %d, %s mode, policy %d)\n", st.ID, st.VNIC, st.Slot, st.Mode, st.PolicyID)
 				fmt.Fprintf(tw, "connections\ttcp %d of %d, udp/other %d of %d\n", st.TCPConnections, st.MaxTCP, st.UDPConnections, st.MaxUDP)
@@ -77,7 +77,7 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 				for _, r := range st.RuleHits {
 					fmt.Fprintf(tw, "rule %d (%s)\t%d hits\n", r.ID, r.Action, r.Hits)
 				}
-				tw.Flush()
+				return tw.Flush()
 			})
 		},
 	}
@@ -95,8 +95,9 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 			if err != nil {
 				return err
 			}
-			return out(cmd, st, func(w io.Writer) {
-				fmt.Fprintf(w, "%s protected on %s (%d rules, %s)\n", st.ID, st.VNIC, st.Rules, st.Mode)
+			return out(cmd, st, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "%s protected on %s (%d rules, %s)\n", st.ID, st.VNIC, st.Rules, st.Mode)
+				return err
 			})
 		},
 	}
@@ -127,7 +128,10 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 			if err != nil {
 				return err
 			}
-			return out(cmd, st, func(w io.Writer) { fmt.Fprintf(w, "%s: policy %d (%d rules)\n", st.ID, st.PolicyID, st.Rules) })
+			return out(cmd, st, func(w io.Writer) error {
+				_, err := fmt.Fprintf(w, "%s: policy %d (%d rules)\n", st.ID, st.PolicyID, st.Rules)
+				return err
+			})
 		},
 	}
 	setPolicy.Flags().StringVar(&polFile, "set", "", "new policy file (JSON)")
@@ -153,7 +157,7 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 			if err != nil {
 				return err
 			}
-			return out(cmd, cs, func(w io.Writer) {
+			return out(cmd, cs, func(w io.Writer) error {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(tw, "PROTO\tGUEST\tREMOTE\tSTATE\tOPENED BY\tRULE\tPACKETS OUT/IN")
 				for _, c := range cs {
@@ -163,7 +167,7 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 					}
 					fmt.Fprintf(tw, "%d\t%s:%d\t%s:%d\t%s\t%s\t%d\t%d/%d\n", c.Proto, c.GuestAddr, c.GuestPort, c.RemoteAddr, c.RemotePort, c.State, by, c.RuleID, c.Packets[0], c.Packets[1])
 				}
-				tw.Flush()
+				return tw.Flush()
 			})
 		},
 	}
@@ -178,13 +182,13 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 			if err != nil {
 				return err
 			}
-			return out(cmd, es, func(w io.Writer) {
+			return out(cmd, es, func(w io.Writer) error {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 				fmt.Fprintln(tw, "LAST\tGUEST\tKIND\tREASON\tRULE\tPROTO\tSRC\tDST\tDPORT\tCOUNT\tMESSAGE")
 				for _, e := range es {
 					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\t%d\t%d\t%s\n", e.Last.Format(time.TimeOnly), e.Guest, e.Kind, e.Reason, e.RuleID, e.Proto, e.Src, e.Dst, e.Dport, e.Count, e.Message)
 				}
-				tw.Flush()
+				return tw.Flush()
 			})
 		},
 	}
@@ -198,7 +202,7 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 			if err != nil {
 				return err
 			}
-			return out(cmd, st, func(w io.Writer) {
+			return out(cmd, st, func(w io.Writer) error {
 				tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 				fmt.Fprintf(tw, "slow path bound\t%v\n", st.Bound)
 				fmt.Fprintf(tw, "held / sent\t%d / %d in %d batches\n", st.Held, st.Sent, st.Batches)
@@ -215,7 +219,7 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 				for _, k := range sortedKeys(st.FailClosed) {
 					fmt.Fprintf(tw, "fail-closed: %s\t%d\n", k, st.FailClosed[k])
 				}
-				tw.Flush()
+				return tw.Flush()
 			})
 		},
 	}
@@ -226,14 +230,13 @@ func addGuestCommands(root *cobra.Command, socket *string) {
 }
 
 // printJSONOr prints v as JSON, or as text.
-func printJSONOr(w io.Writer, asJSON bool, v any, text func(w io.Writer)) error {
+func printJSONOr(w io.Writer, asJSON bool, v any, text func(w io.Writer) error) error {
 	if asJSON {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(v)
 	}
-	text(w)
-	return nil
+	return text(w)
 }
 
 func sortedKeys(m map[string]uint64) []string {

@@ -19,11 +19,11 @@ import (
 // openBudget measures the kernel's costs and the datapath's own memory and
 // opens the budget the flags ask for.
 func openBudget(o options, dp *datapath.Datapath) (*heap.Budget, heap.Costs, error) {
-	max, err := heap.ParseSize(o.heapMax)
+	max, err := api.ParseSize(o.heapMax)
 	if err != nil {
 		return nil, heap.Costs{}, fmt.Errorf("--heap-max: %w", err)
 	}
-	reserve, err := heap.ParseSize(o.heapReserve)
+	reserve, err := api.ParseSize(o.heapReserve)
 	if err != nil {
 		return nil, heap.Costs{}, fmt.Errorf("--heap-reserve: %w", err)
 	}
@@ -45,7 +45,7 @@ func heapCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return printJSONOr(cmd.OutOrStdout(), asJSON, r, func(w io.Writer) { printHeap(w, r) })
+			return printJSONOr(cmd.OutOrStdout(), asJSON, r, func(w io.Writer) error { return printHeap(w, r) })
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
@@ -58,37 +58,39 @@ func heapCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "heap max %s, %s free\n", heap.FormatSize(r.Max), heap.FormatSize(r.Free))
+			fmt.Fprintf(cmd.OutOrStdout(), "heap max %s, %s free\n", api.FormatSize(r.Max), api.FormatSize(r.Free))
 			return nil
 		},
 	}, sizeCommand(o))
 	return cmd
 }
 
-func printHeap(w io.Writer, r api.HeapReport) {
+func printHeap(w io.Writer, r api.HeapReport) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "max\t%s\n", heap.FormatSize(r.Max))
-	fmt.Fprintf(tw, "reserved\t%s\n", heap.FormatSize(r.Reserved))
-	fmt.Fprintf(tw, "free\t%s\n", heap.FormatSize(r.Free))
-	fmt.Fprintf(tw, "  datapath base\t%s\n", heap.FormatSize(r.Base))
-	fmt.Fprintf(tw, "  migration reserve\t%s\n", heap.FormatSize(r.Reserve))
-	fmt.Fprintf(tw, "kernel-measured\t%s (kernel part of reserved: %s)\n", heap.FormatSize(r.KernelMeasured), heap.FormatSize(r.KernelReserved))
+	fmt.Fprintf(tw, "max\t%s\n", api.FormatSize(r.Max))
+	fmt.Fprintf(tw, "reserved\t%s\n", api.FormatSize(r.Reserved))
+	fmt.Fprintf(tw, "free\t%s\n", api.FormatSize(r.Free))
+	fmt.Fprintf(tw, "  datapath base\t%s\n", api.FormatSize(r.Base))
+	fmt.Fprintf(tw, "  migration reserve\t%s\n", api.FormatSize(r.Reserve))
+	fmt.Fprintf(tw, "kernel-measured\t%s (kernel part of reserved: %s)\n", api.FormatSize(r.KernelMeasured), api.FormatSize(r.KernelReserved))
 	fmt.Fprintf(tw, "failed reservations\t%d\n", r.Failures)
 	if f := r.LastFailure; f != nil {
-		fmt.Fprintf(tw, "last failure\t%s needed %s, %s free (%s)\n", f.Guest, heap.FormatSize(f.Need), heap.FormatSize(f.Free), f.At.Format(time.RFC3339))
+		fmt.Fprintf(tw, "last failure\t%s needed %s, %s free (%s)\n", f.Guest, api.FormatSize(f.Need), api.FormatSize(f.Free), f.At.Format(time.RFC3339))
 	}
-	tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
 	if len(r.Guests) == 0 {
-		return
+		return nil
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "GUEST\tTCP TABLE\tUDP TABLE\tRULES\tPUNT BUFFERS\tTOTAL\t")
 	for _, g := range r.Guests {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", g.Guest, heap.FormatSize(g.TCPTable), heap.FormatSize(g.UDPTable),
-			heap.FormatSize(g.Rules), heap.FormatSize(g.PuntBuffers), heap.FormatSize(g.Total))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", g.Guest, api.FormatSize(g.TCPTable), api.FormatSize(g.UDPTable),
+			api.FormatSize(g.Rules), api.FormatSize(g.PuntBuffers), api.FormatSize(g.Total))
 	}
-	tw.Flush()
+	return tw.Flush()
 }
 
 // sizeCommand is `fastpathd heap size`: the budget N guests need, computed
@@ -123,7 +125,7 @@ func sizeCommand(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			reserve, err := heap.ParseSize(o.heapReserve)
+			reserve, err := api.ParseSize(o.heapReserve)
 			if err != nil {
 				return err
 			}
@@ -138,11 +140,11 @@ func sizeCommand(o *options) *cobra.Command {
 			fmt.Fprintf(w, "per connection\t%.0f B at %d TCP, %.0f B at %d UDP (entry %d B + buckets %d B each, power-of-two sized)\n",
 				costs.PerConnection(maxTCP), maxTCP, costs.PerConnection(maxUDP), maxUDP, costs.EntryBytes, costs.BucketBytes)
 			fmt.Fprintf(w, "per guest\t%s = tables %s + %s, rules %s (%d rules, %d trie entries), punt buffers %s\n",
-				heap.FormatSize(g.Total), heap.FormatSize(g.TCPTable), heap.FormatSize(g.UDPTable), heap.FormatSize(g.Rules),
-				rules, g.TrieEntries, heap.FormatSize(g.PuntBuffers))
-			fmt.Fprintf(w, "datapath base\t%s\n", heap.FormatSize(base))
-			fmt.Fprintf(w, "migration reserve\t%s\n", heap.FormatSize(reserve))
-			fmt.Fprintf(w, "Palisade needs\t%s for %d guests\n", heap.FormatSize(total), guests)
+				api.FormatSize(g.Total), api.FormatSize(g.TCPTable), api.FormatSize(g.UDPTable), api.FormatSize(g.Rules),
+				rules, g.TrieEntries, api.FormatSize(g.PuntBuffers))
+			fmt.Fprintf(w, "datapath base\t%s\n", api.FormatSize(base))
+			fmt.Fprintf(w, "migration reserve\t%s\n", api.FormatSize(reserve))
+			fmt.Fprintf(w, "Palisade needs\t%s for %d guests\n", api.FormatSize(total), guests)
 			fit := uint64(0)
 			if fixed := base + reserve; fixed < uint64(heap.DefaultMax) {
 				fit = min((uint64(heap.DefaultMax)-fixed)/g.Total, uint64(datapath.MaxGuests))

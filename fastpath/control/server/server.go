@@ -175,7 +175,7 @@ func (s *Server) setHeap(w http.ResponseWriter, r *http.Request) {
 		writeError(w, api.ErrBadRequest, err)
 		return
 	}
-	max, err := heap.ParseSize(req.Max)
+	max, err := api.ParseSize(req.Max)
 	if err != nil {
 		writeError(w, api.ErrBadRequest, err)
 		return

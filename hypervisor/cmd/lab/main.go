@@ -278,18 +278,20 @@ func waitBound(ctx context.Context, sock string, within time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	c := localapi.NewClient(sock)
-	for {
+	err := wait.Poll(ctx, func(ctx context.Context) error {
 		var st channel.BindingStatus
-		err := c.Do(ctx, "GET", "/v1/status", nil, &st)
-		if err == nil && st.State == channel.StateBound {
-			return nil
+		if err := c.Do(ctx, "GET", "/v1/status", nil, &st); err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("slow path did not bind within %s (last: %v %s)", within, err, st.LastError)
-		case <-time.After(20 * time.Millisecond):
+		if st.State != channel.StateBound {
+			return fmt.Errorf("%s: %s", st.State, st.LastError)
 		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("slow path did not bind within %s: %w", within, err)
 	}
+	return nil
 }
 
 // prefixWriter interleaves the daemons' logs line by line, each tagged.

@@ -1,6 +1,8 @@
 package wait
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -69,18 +71,46 @@ func Until(limit time.Duration, check func() error) error {
 // until is Until that also checks again whenever changed receives (a nil
 // channel never does).
 func until(limit time.Duration, changed <-chan struct{}, check func() error) error {
-	deadline := time.Now().Add(limit)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	err := poll(ctx, changed, func(context.Context) error { return check() })
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("still not so after %s: %w", limit, err)
+	}
+	return err
+}
+
+// Poll calls check until it returns nil, returns an error made by Abort
+// (a state that waiting cannot change, such as a process that exited), or
+// ctx ends; then it returns nil, the aborting error, or check's last error
+// joined with ctx's. For code that waits on a context: the lab, benches.
+func Poll(ctx context.Context, check func(ctx context.Context) error) error {
+	return poll(ctx, nil, check)
+}
+
+// Abort marks err as final for Poll: it stops polling and returns err.
+func Abort(err error) error { return &abortError{err} }
+
+type abortError struct{ err error }
+
+func (a *abortError) Error() string { return a.err.Error() }
+func (a *abortError) Unwrap() error { return a.err }
+
+func poll(ctx context.Context, changed <-chan struct{}, check func(context.Context) error) error {
 	pause := firstPoll
 	for {
-		err := check()
+		err := check(ctx)
 		if err == nil {
 			return nil
 		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("still not so after %s: %w", limit, err)
+		if a, ok := err.(*abortError); ok {
+			return a.err
 		}
 		t := time.NewTimer(pause)
 		select {
+		case <-ctx.Done():
+			t.Stop()
+			return errors.Join(err, ctx.Err())
 		case <-changed:
 		case <-t.C:
 			pause = min(2*pause, maxPoll)

@@ -1,6 +1,7 @@
 package wait
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"sync/atomic"
@@ -48,5 +49,29 @@ func TestForSignalSeesEachSignalledChange(t *testing.T) {
 	ForSignal(t, "state 3", changed, func() bool { return state.Load() == 3 })
 	if state.Load() != 3 {
 		t.Fatalf("returned at state %d", state.Load())
+	}
+}
+
+func TestPollStopsAtAnAbort(t *testing.T) {
+	calls := 0
+	exited := errors.New("the daemon exited")
+	err := Poll(context.Background(), func(context.Context) error {
+		calls++
+		if calls == 3 {
+			return Abort(exited)
+		}
+		return errors.New("not up yet")
+	})
+	if err != exited || calls != 3 {
+		t.Fatalf("Poll = %v after %d calls, want the aborting error after 3", err, calls)
+	}
+}
+
+func TestPollEndsWithItsContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := Poll(ctx, func(context.Context) error { return errors.New("not bound") })
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "not bound") {
+		t.Fatalf("Poll = %v, want the last error and the context's", err)
 	}
 }
