@@ -1,5 +1,6 @@
-// Package hypervisor holds Palisade's host abstraction. For now it has the
-// network-namespace lab that stands in for hosts, appliances and guests
-// (lab) and the command that runs one (cmd/lab); the vSphere agent's parts,
-// inventory and host preparation, come later.
+// Package hypervisor holds Palisade's host abstraction: what every daemon
+// needs from the machine it runs on (process plumbing in daemon, the local
+// control socket in localapi) and the network-namespace lab that stands in
+// for hosts, appliances and guests (lab, cmd/lab). The vSphere and Linux
+// host parts the agent uses arrive with it.
 package hypervisor

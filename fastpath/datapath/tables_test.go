@@ -44,6 +44,7 @@ func TestResizeKeepsChangesMadeDuringTheCopy(t *testing.T) {
 // the new table lacks and replaces only what the new table has seen less
 // recently.
 func TestCopyNewerKeepsTheNewestEntry(t *testing.T) {
+	lab.NeedRoot(t, "to create BPF maps")
 	newTable := func() *ebpf.Map {
 		m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.LRUHash, KeySize: ConnKeySize, ValueSize: ConnValueSize, MaxEntries: 16})
 		if err != nil {
