@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jonboulle/clockwork"
 	"github.com/sirupsen/logrus"
 
 	"github.com/palisade/palisade/fastpath/control/api"
@@ -35,8 +36,19 @@ type foldKey struct {
 // Namer maps a datapath slot to its guest's name.
 type Namer func(slot uint32) string
 
+// Source is where Run reads the datapath's events: the datapath's ring
+// buffer reader in fastpathd. Close makes a blocked Read return
+// datapath.ErrClosed.
+type Source interface {
+	Read() (datapath.Event, error)
+	Close() error
+}
+
+var _ Source = (*datapath.EventReader)(nil)
+
 // Aggregator folds events and keeps the most recent records.
 type Aggregator struct {
+	clock   clockwork.Clock
 	window  time.Duration
 	keep    int
 	name    Namer
@@ -56,7 +68,8 @@ type Config struct {
 	Keep    int           // records kept for the API (default 1000)
 	Name    Namer
 	Log     logrus.FieldLogger
-	Publish func(Record) // optional: every folded record, e.g. for the slow path
+	Publish func(Record)    // optional: every folded record, e.g. for the slow path
+	Clock   clockwork.Clock // times the windows (default: the real clock)
 }
 
 // New returns an Aggregator.
@@ -73,7 +86,10 @@ func New(cfg Config) *Aggregator {
 	if cfg.Log == nil {
 		cfg.Log = logrus.StandardLogger()
 	}
-	return &Aggregator{window: cfg.Window, keep: cfg.Keep, name: cfg.Name, log: cfg.Log, publish: cfg.Publish,
+	if cfg.Clock == nil {
+		cfg.Clock = clockwork.NewRealClock()
+	}
+	return &Aggregator{clock: cfg.Clock, window: cfg.Window, keep: cfg.Keep, name: cfg.Name, log: cfg.Log, publish: cfg.Publish,
 		pending: map[foldKey]*Record{}}
 }
 
@@ -167,8 +183,10 @@ func (a *Aggregator) Total() uint64 {
 }
 
 // Run reads the datapath's events until ctx ends, flushing every window.
-func (a *Aggregator) Run(ctx context.Context, rd *datapath.EventReader) error {
-	bootOffset := time.Now().Add(-datapath.Monotonic())
+// An event's wall-clock time is its kernel timestamp (CLOCK_MONOTONIC)
+// placed against the clock as Run starts.
+func (a *Aggregator) Run(ctx context.Context, rd Source) error {
+	bootOffset := a.clock.Now().Add(-datapath.Monotonic())
 	errc := make(chan error, 1)
 	go func() {
 		for {
@@ -180,11 +198,13 @@ func (a *Aggregator) Run(ctx context.Context, rd *datapath.EventReader) error {
 			a.Add(e, bootOffset.Add(e.Time))
 		}
 	}()
-	t := time.NewTicker(a.window)
+	t := a.clock.NewTicker(a.window)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			// Close's error is the reader's own: Read returns it too, and
+			// that error (or ErrClosed) is what ends the reading goroutine.
 			_ = rd.Close()
 			<-errc
 			a.Flush()
@@ -195,7 +215,7 @@ func (a *Aggregator) Run(ctx context.Context, rd *datapath.EventReader) error {
 				return nil
 			}
 			return fmt.Errorf("events: %w", err)
-		case <-t.C:
+		case <-t.Chan():
 			a.Flush()
 		}
 	}
